@@ -1,0 +1,1 @@
+"""The KFP pipeline definition and its compile step, installed as ``digits.pipelines``."""

@@ -1,0 +1,211 @@
+"""The digit-recognition DAG.
+
+ingest_csv -> validate_data -> normalize_and_split -> train_model (GPU pool) -> evaluate_model
+-> register_model (MLflow) -> batch_predict, with the unlabeled CSV ingested and validated
+alongside. Placement, retries and caching are set here; the components hold only logic.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from digits import __version__
+from digits.config import TrainConfig
+
+PIPELINE_NAME = "digits-recognizer"
+DEFAULT_MLFLOW_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
+
+
+@dataclass(frozen=True)
+class GpuToleration:
+    """Lets the training pod onto tainted GPU nodes (GKE and AKS taint them like this)."""
+
+    key: str = "nvidia.com/gpu"
+    operator: str = "Exists"
+    value: str | None = None
+    effect: str | None = "NoSchedule"
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Compile-time settings: images, and where and how big the training task runs."""
+
+    image: str = f"digits-pipeline:{__version__}"
+    train_image: str = f"digits-pipeline:{__version__}-gpu"
+    # Set on GPU nodes by NVIDIA's GPU feature discovery (GPU operator).
+    gpu_node_selector: dict[str, str] = field(
+        default_factory=lambda: {"nvidia.com/gpu.present": "true"}
+    )
+    gpu_tolerations: tuple[GpuToleration, ...] = (GpuToleration(),)
+    gpu_count: int = 1
+    train_cpu: str = "4"
+    train_memory: str = "16G"
+    step_memory: str = "4G"
+    train_retries: int = 2
+
+
+def build_pipeline(settings: ClusterSettings | None = None):
+    """Return the ``@dsl.pipeline`` function, with images and GPU placement from ``settings``."""
+    from typing import NamedTuple
+
+    from digits.components import (
+        batch_predict,
+        evaluate_model,
+        ingest_csv,
+        normalize_and_split,
+        register_model,
+        train_model,
+        validate_data,
+    )
+    from kfp import dsl
+    from kfp.dsl import Artifact, Dataset, Model
+
+    settings = settings or ClusterSettings()
+    image, train_image = settings.image, settings.train_image
+    defaults = TrainConfig()
+
+    class PipelineOutputs(NamedTuple):
+        submission: Dataset
+        model: Model
+        evaluation: Artifact
+        mlflow_run_id: str
+        model_version: str
+
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description="Kaggle Digit Recognizer: validate, train a CNN on GPU, register in MLflow, "
+        "predict test.csv.",
+    )
+    def digits_pipeline(
+        train_data_uri: str,
+        predict_data_uri: str,
+        mlflow_tracking_uri: str = DEFAULT_MLFLOW_URI,
+        experiment_name: str = "digits",
+        registered_model_name: str = "digits-cnn",
+        mlflow_artifact_location: str = "",
+        max_rejected_fraction: float = 0.0,
+        validation_fraction: float = 0.1,
+        split_seed: int = 2,
+        epochs: int = defaults.epochs,
+        batch_size: int = defaults.batch_size,
+        learning_rate: float = defaults.learning_rate,
+        rho: float = defaults.rho,
+        epsilon: float = defaults.epsilon,
+        lr_patience: int = defaults.lr_patience,
+        lr_factor: float = defaults.lr_factor,
+        min_learning_rate: float = defaults.min_learning_rate,
+        augment: bool = defaults.augment,
+        seed: int = defaults.seed,
+    ) -> PipelineOutputs:
+        train_csv = ingest_csv.component(image)(source_uri=train_data_uri)
+        train_csv.set_display_name("ingest train.csv")
+        train_rows = validate_data.component(image)(
+            dataset=train_csv.outputs["dataset"],
+            source=train_data_uri,
+            require_label=True,
+            max_rejected_fraction=max_rejected_fraction,
+        )
+        train_rows.set_display_name("validate train.csv")
+        split = normalize_and_split.component(image)(
+            rows=train_rows.outputs["valid"],
+            validation_fraction=validation_fraction,
+            seed=split_seed,
+        )
+        trained = train_model.component(train_image)(
+            train=split.outputs["train"],
+            validation=split.outputs["validation"],
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            rho=rho,
+            epsilon=epsilon,
+            lr_patience=lr_patience,
+            lr_factor=lr_factor,
+            min_learning_rate=min_learning_rate,
+            augment=augment,
+            seed=seed,
+        )
+        place_on_gpu_pool(trained, settings)
+        evaluation = evaluate_model.component(image)(
+            model=trained.outputs["model"], validation=split.outputs["validation"]
+        )
+        registration = register_model.component(image)(
+            model=trained.outputs["model"],
+            history=trained.outputs["history"],
+            evaluation=evaluation.outputs["report"],
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            experiment_name=experiment_name,
+            registered_model_name=registered_model_name,
+            mlflow_artifact_location=mlflow_artifact_location,
+            train_data_uri=train_data_uri,
+            validation_fraction=validation_fraction,
+            split_seed=split_seed,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        )
+        # Registration writes to MLflow: never skip it on a cache hit; retry transient errors.
+        registration.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
+
+        predict_csv = ingest_csv.component(image)(source_uri=predict_data_uri)
+        predict_csv.set_display_name("ingest test.csv")
+        predict_rows = validate_data.component(image)(
+            dataset=predict_csv.outputs["dataset"],
+            source=predict_data_uri,
+            require_label=False,
+            max_rejected_fraction=max_rejected_fraction,
+        )
+        predict_rows.set_display_name("validate test.csv")
+        predictions = batch_predict.component(image)(
+            model=trained.outputs["model"],
+            rows=predict_rows.outputs["valid"],
+            model_version=registration.outputs["model_version"],
+        )
+
+        for task in (
+            train_csv,
+            train_rows,
+            split,
+            evaluation,
+            registration,
+            predict_csv,
+            predict_rows,
+            predictions,
+        ):
+            task.set_memory_request(settings.step_memory)
+
+        return PipelineOutputs(
+            submission=predictions.outputs["submission"],
+            model=trained.outputs["model"],
+            evaluation=evaluation.outputs["report"],
+            mlflow_run_id=registration.outputs["mlflow_run_id"],
+            model_version=registration.outputs["model_version"],
+        )
+
+    return digits_pipeline
+
+
+def place_on_gpu_pool(task, settings: ClusterSettings) -> None:
+    """Request GPUs and pin the task to the GPU node pool; locally these are ignored."""
+    from kfp import kubernetes
+
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(settings.gpu_count)
+    task.set_cpu_request(settings.train_cpu).set_memory_request(settings.train_memory)
+    # A preempted GPU node kills the pod; retrying reschedules it.
+    task.set_retry(num_retries=settings.train_retries, backoff_duration="60s")
+    for key, value in settings.gpu_node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for toleration in settings.gpu_tolerations:
+        kubernetes.add_toleration(
+            task,
+            key=toleration.key,
+            operator=toleration.operator,
+            value=toleration.value,
+            effect=toleration.effect,
+        )
+
+
+def compile_pipeline(output: Path, settings: ClusterSettings | None = None) -> Path:
+    """Write the KFP v2 IR YAML for ``settings`` to ``output``."""
+    from kfp import compiler
+
+    compiler.Compiler().compile(build_pipeline(settings), package_path=str(output))
+    return output
