@@ -1,6 +1,6 @@
 """Step 1: read a Kaggle-format CSV from a path or URL into a Parquet dataset."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from digits.data import SOURCE_ROW_COLUMN
@@ -61,6 +61,6 @@ def component(image: str):
 
         from digits.components.ingest_csv import ingest_csv as run
 
-        dataset.metadata.update(asdict(run(source_uri, Path(dataset.path))))
+        dataset.metadata.update(vars(run(source_uri, Path(dataset.path))))
 
     return ingest_csv

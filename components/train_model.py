@@ -117,7 +117,6 @@ def component(image: str):
         history: Output[Artifact],
     ):
         """Fit the reference CNN; the model directory holds model.keras."""
-        from dataclasses import asdict
         from pathlib import Path
 
         from digits.components.train_model import train_model as run
@@ -139,6 +138,6 @@ def component(image: str):
         result = run(
             Path(train.path), Path(validation.path), Path(model.path), Path(history.path), config
         )
-        model.metadata.update({**asdict(result), "framework": "keras"})
+        model.metadata.update({**vars(result), "framework": "keras"})
 
     return train_model

@@ -62,6 +62,13 @@ def build_pipeline(settings: ClusterSettings | None = None):
     settings = settings or ClusterSettings()
     image, train_image = settings.image, settings.train_image
     defaults = TrainConfig()
+    ingest_csv_op = ingest_csv.component(image)
+    validate_data_op = validate_data.component(image)
+    normalize_and_split_op = normalize_and_split.component(image)
+    train_model_op = train_model.component(train_image)
+    evaluate_model_op = evaluate_model.component(image)
+    register_model_op = register_model.component(image)
+    batch_predict_op = batch_predict.component(image)
 
     class PipelineOutputs(NamedTuple):
         submission: Dataset
@@ -96,21 +103,21 @@ def build_pipeline(settings: ClusterSettings | None = None):
         augment: bool = defaults.augment,
         seed: int = defaults.seed,
     ) -> PipelineOutputs:
-        train_csv = ingest_csv.component(image)(source_uri=train_data_uri)
+        train_csv = ingest_csv_op(source_uri=train_data_uri)
         train_csv.set_display_name("ingest train.csv")
-        train_rows = validate_data.component(image)(
+        train_rows = validate_data_op(
             dataset=train_csv.outputs["dataset"],
             source=train_data_uri,
             require_label=True,
             max_rejected_fraction=max_rejected_fraction,
         )
         train_rows.set_display_name("validate train.csv")
-        split = normalize_and_split.component(image)(
+        split = normalize_and_split_op(
             rows=train_rows.outputs["valid"],
             validation_fraction=validation_fraction,
             seed=split_seed,
         )
-        trained = train_model.component(train_image)(
+        trained = train_model_op(
             train=split.outputs["train"],
             validation=split.outputs["validation"],
             epochs=epochs,
@@ -125,10 +132,10 @@ def build_pipeline(settings: ClusterSettings | None = None):
             seed=seed,
         )
         place_on_gpu_pool(trained, settings)
-        evaluation = evaluate_model.component(image)(
+        evaluation = evaluate_model_op(
             model=trained.outputs["model"], validation=split.outputs["validation"]
         )
-        registration = register_model.component(image)(
+        registration = register_model_op(
             model=trained.outputs["model"],
             history=trained.outputs["history"],
             evaluation=evaluation.outputs["report"],
@@ -145,16 +152,16 @@ def build_pipeline(settings: ClusterSettings | None = None):
         # Registration writes to MLflow: never skip it on a cache hit; retry transient errors.
         registration.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
 
-        predict_csv = ingest_csv.component(image)(source_uri=predict_data_uri)
+        predict_csv = ingest_csv_op(source_uri=predict_data_uri)
         predict_csv.set_display_name("ingest test.csv")
-        predict_rows = validate_data.component(image)(
+        predict_rows = validate_data_op(
             dataset=predict_csv.outputs["dataset"],
             source=predict_data_uri,
             require_label=False,
             max_rejected_fraction=max_rejected_fraction,
         )
         predict_rows.set_display_name("validate test.csv")
-        predictions = batch_predict.component(image)(
+        predictions = batch_predict_op(
             model=trained.outputs["model"],
             rows=predict_rows.outputs["valid"],
             model_version=registration.outputs["model_version"],

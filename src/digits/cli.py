@@ -44,9 +44,6 @@ def run(
     ] = None,
 ) -> None:
     """Run the whole pipeline locally (kfp.local) on the bundled sample or your own CSVs."""
-    from rich.console import Console
-    from rich.table import Table
-
     from digits.local_run import LocalRunSettings, run_locally
 
     defaults = LocalRunSettings()
@@ -68,9 +65,8 @@ def run(
     if summary_json:
         summary.write_json(summary_json)
 
-    table = Table(title="digits: local pipeline run", show_header=False)
     held_out = "n/a (no labels)" if summary.accuracy is None else f"{summary.accuracy:.2%}"
-    for name, value in [
+    rows = [
         ("held-out accuracy", held_out),
         ("validation accuracy", f"{summary.validation_accuracy:.2%}"),
         ("model", summary.model_path),
@@ -79,9 +75,11 @@ def run(
         ("model version", f"{summary.model_name} v{summary.model_version}"),
         ("MLflow UI", summary.mlflow_ui_command),
         ("wall time", f"{summary.seconds:.0f} s"),
-    ]:
-        table.add_row(name, value)
-    Console().print(table)
+    ]
+    # Plain lines, not a table: paths and the UI command must stay whole to be copied.
+    typer.echo("\ndigits: local pipeline run finished")
+    for name, value in rows:
+        typer.echo(f"  {name:<20} {value}")
 
 
 @app.command(name="compile")

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up .venv with the project installed (editable) and the CPU Keras backend.
+#   bash scripts/bootstrap.sh        # to run the pipeline
+#   bash scripts/bootstrap.sh test   # plus the test tools (pytest, ruff, hadolint, kubernetes-validate)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="cpu"
+if [[ "${1:-}" == "test" ]]; then extras="cpu,test"; fi
+python="${PYTHON:-python3}"
+
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "bootstrap: needs Python >= 3.11 as '$python'; set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+# Debian ships venv and ensurepip separately from python3.
+if ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq python3-venv
+  else
+    echo "bootstrap: '$python -m venv' is unavailable; install Debian's python3-venv" >&2
+    exit 1
+  fi
+fi
+
+[[ -x .venv/bin/python ]] || "$python" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[$extras]"
+echo "bootstrap: .venv ready ($(.venv/bin/python --version), extras: $extras)"
