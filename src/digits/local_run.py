@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -79,6 +80,8 @@ def run_locally(settings: LocalRunSettings) -> RunSummary:
     else:
         tracking_uri, artifact_location = local_mlflow_store(settings.output_dir)
 
+    # Task subprocesses inherit this: TensorFlow's C++ start-up chatter buries the task logs.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     local.init(
         runner=local.SubprocessRunner(use_venv=False),
         pipeline_root=str(pipeline_root),
