@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,3 @@ class TrainConfig:
     min_learning_rate: float = 1e-5
     augment: bool = True
     seed: int = 2
-
-    def as_params(self) -> dict[str, float | int | bool]:
-        """Flat mapping for experiment trackers."""
-        return asdict(self)
