@@ -120,7 +120,6 @@ def component(image: str):
         from pathlib import Path
 
         from digits.components.train_model import train_model as run
-
         from digits.config import TrainConfig
 
         config = TrainConfig(

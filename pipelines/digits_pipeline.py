@@ -47,6 +47,9 @@ def build_pipeline(settings: ClusterSettings | None = None):
     """Return the ``@dsl.pipeline`` function, with images and GPU placement from ``settings``."""
     from typing import NamedTuple
 
+    from kfp import dsl
+    from kfp.dsl import Artifact, Dataset, Model
+
     from digits.components import (
         batch_predict,
         evaluate_model,
@@ -56,8 +59,6 @@ def build_pipeline(settings: ClusterSettings | None = None):
         train_model,
         validate_data,
     )
-    from kfp import dsl
-    from kfp.dsl import Artifact, Dataset, Model
 
     settings = settings or ClusterSettings()
     image, train_image = settings.image, settings.train_image

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
 from digits.pipelines.digits_pipeline import DEFAULT_MLFLOW_URI, ClusterSettings
 
 ROOT = Path(__file__).resolve().parents[1]

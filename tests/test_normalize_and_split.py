@@ -14,7 +14,7 @@ def test_images_are_scaled_float32_28x28x1(split_sets):
     train = ImageSet.load(split_sets[0])
     assert train.images.shape[1:] == (28, 28, 1)
     assert train.images.dtype == np.float32
-    assert 0.0 <= train.images.min() and train.images.max() <= 1.0
+    assert train.images.min() >= 0.0 and train.images.max() <= 1.0
     assert train.images.max() == 1.0  # 255 -> 1.0: the bytes were divided by 255
 
 

@@ -134,4 +134,6 @@ def test_wrapper_returns_run_id_and_version(
     )
 
     assert outputs.model_version == "1"
-    assert MlflowClient(mlflow_server).get_run(outputs.mlflow_run_id).data.params["split_seed"] == "2"
+    assert (
+        MlflowClient(mlflow_server).get_run(outputs.mlflow_run_id).data.params["split_seed"] == "2"
+    )

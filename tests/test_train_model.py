@@ -3,6 +3,7 @@
 import json
 
 import keras
+import pytest
 from kfp.dsl import Artifact, Dataset, Model
 
 from digits.components import train_model
@@ -21,7 +22,7 @@ def test_saves_a_loadable_model_its_history_and_its_recipe(trained_model):
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"} <= set(
         history[0]
     )
-    assert history[0]["learning_rate"] == 1e-3
+    assert history[0]["learning_rate"] == pytest.approx(1e-3)
     assert training["config"]["epochs"] == 1 and training["config"]["batch_size"] == 32
     assert training["result"]["backend"] == keras.backend.backend()
 
@@ -48,8 +49,9 @@ def test_wrapper_maps_parameters_onto_the_recipe(tmp_path, split_sets):
     )
 
     training = json.loads((tmp_path / "model" / TRAINING_FILENAME).read_text())
-    assert training["config"] | {"epochs": 2, "learning_rate": 5e-4, "augment": False} == training[
-        "config"
-    ]
+    assert (
+        training["config"] | {"epochs": 2, "learning_rate": 5e-4, "augment": False}
+        == training["config"]
+    )
     assert model.metadata["epochs_run"] == 2
     assert len(json.loads((tmp_path / "history").read_text())) == 2
