@@ -88,3 +88,24 @@ def test_summary_matches_mlflow_and_the_submission(local_run):
     assert version.run_id == summary.mlflow_run_id
     assert Path(summary.predictions_path).exists() and Path(summary.model_path).exists()
     assert 0.0 <= summary.accuracy <= 1.0
+
+
+def test_bad_input_fails_the_run_and_keeps_earlier_artifacts(tmp_path, sample_train, test_csv):
+    broken = tmp_path / "train.csv"
+    sample_train.head(50).drop(columns=["pixel783"]).to_csv(broken, index=False)
+    settings = LocalRunSettings(
+        train_data=str(broken),
+        predict_data=str(test_csv),
+        predict_labels=None,
+        output_dir=tmp_path / "out",
+        train=TrainConfig(epochs=1),
+    )
+
+    with pytest.raises(RuntimeError, match="validate-data"):
+        run_locally(settings)
+
+    (run_dir,) = (tmp_path / "out" / "pipeline_root").iterdir()
+    assert len(pd.read_parquet(_task(run_dir, "ingest-csv", "dataset"))) == 50
+    report = json.loads(_task(run_dir, "validate-data", "report").read_text())
+    assert report["missing_columns"] == ["pixel783"]
+    assert not (run_dir / "train-model").exists()

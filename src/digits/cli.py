@@ -61,7 +61,11 @@ def run(
         max_rejected_fraction=max_rejected_fraction,
         train=replace(defaults.train, epochs=epochs, batch_size=batch_size, augment=augment),
     )
-    summary = run_locally(settings)
+    try:
+        summary = run_locally(settings)
+    except RuntimeError as error:  # kfp.local: a task failed; its log above holds the reason
+        typer.secho(f"digits run: {error} The task's error is in its log above.", err=True)
+        raise typer.Exit(1) from None
     if summary_json:
         summary.write_json(summary_json)
 
