@@ -23,6 +23,8 @@ def ingest_csv(source_uri: str, output_path: Path) -> IngestSummary:
     import fsspec
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
     try:
         with fsspec.open(source_uri, "rb", compression="infer") as handle:
@@ -43,10 +45,12 @@ def ingest_csv(source_uri: str, output_path: Path) -> IngestSummary:
     # Columns with any non-numeric cell come back as objects; strings keep them Parquet-safe
     # and leave the bad cells for validation to report.
     text_columns = frame.select_dtypes(exclude="number").columns
-    frame[text_columns] = frame[text_columns].astype("string")
-    frame.insert(0, SOURCE_ROW_COLUMN, np.arange(1, len(frame) + 1, dtype=np.int64))
-    frame.to_parquet(output_path, index=False)
-    return IngestSummary(source_uri=source_uri, rows=len(frame), columns=frame.shape[1] - 1)
+    if len(text_columns):
+        frame[text_columns] = frame[text_columns].astype("string")
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.add_column(0, SOURCE_ROW_COLUMN, pa.array(np.arange(1, len(frame) + 1)))
+    pq.write_table(table, output_path)
+    return IngestSummary(source_uri=source_uri, rows=len(frame), columns=frame.shape[1])
 
 
 def component(image: str):

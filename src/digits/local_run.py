@@ -87,20 +87,23 @@ def run_locally(settings: LocalRunSettings) -> RunSummary:
         pipeline_root=str(pipeline_root),
         raise_on_error=True,
     )
-    # The runner warns about any image name without "python" in it; it ignores images anyway.
-    warnings.filterwarnings("ignore", message=".*non-Python base image.*")
-    run = build_pipeline()(
-        train_data_uri=settings.train_data,
-        predict_data_uri=settings.predict_data,
-        mlflow_tracking_uri=tracking_uri,
-        mlflow_artifact_location=artifact_location,
-        experiment_name=settings.experiment_name,
-        registered_model_name=settings.registered_model_name,
-        max_rejected_fraction=settings.max_rejected_fraction,
-        validation_fraction=settings.validation_fraction,
-        split_seed=settings.split_seed,
-        **asdict(settings.train),
-    )
+    with warnings.catch_warnings():
+        # kfp.local ignores images, resources, GPU placement and display names by design; its
+        # per-task warnings about them would bury the task logs.
+        warnings.filterwarnings("ignore", message=".*non-Python base image.*")
+        warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
+        run = build_pipeline()(
+            train_data_uri=settings.train_data,
+            predict_data_uri=settings.predict_data,
+            mlflow_tracking_uri=tracking_uri,
+            mlflow_artifact_location=artifact_location,
+            experiment_name=settings.experiment_name,
+            registered_model_name=settings.registered_model_name,
+            max_rejected_fraction=settings.max_rejected_fraction,
+            validation_fraction=settings.validation_fraction,
+            split_seed=settings.split_seed,
+            **asdict(settings.train),
+        )
     outputs = run.outputs
     submission = Path(outputs["submission"].path)
     model_dir = Path(outputs["model"].path)
