@@ -1,12 +1,11 @@
 """docker/Dockerfile and the MLflow manifests in manifests/.
 
 Everything here runs without a Docker daemon or a cluster (hadolint and kubernetes-validate
-work offline), except the `docker`-marked image build, which skips when no daemon answers.
+work offline); tests/test_images.py builds and runs the images where a daemon answers.
 """
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -26,7 +25,6 @@ KUSTOMIZATION = MANIFESTS / "kustomization.yaml"
 # The oldest Kubernetes minor whose schema `kubernetes-validate>=1.30` (the `test` extra) is sure
 # to ship; the manifests are also checked against the newest one the installed package ships.
 OLDEST_KUBERNETES = "1.30"
-HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -321,57 +319,3 @@ def test_mlflow_allowed_hosts_accept_the_pipelines_tracking_uri():
     ]
     for host in hosts:
         assert security_utils.is_allowed_host_header(allowed, host), host
-
-
-# ---- image build (needs a Docker daemon) --------------------------------------------------------
-
-
-def _docker_or_skip() -> str:
-    docker = shutil.which("docker")
-    if docker is None:
-        pytest.skip("docker CLI not installed")
-    try:
-        info = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        pytest.skip("no Docker daemon: `docker info` timed out")
-    if info.returncode != 0:
-        reason = (info.stderr.strip().splitlines() or ["no output"])[-1]
-        pytest.skip(f"no Docker daemon: `docker info` failed ({reason})")
-    buildx = subprocess.run([docker, "buildx", "version"], capture_output=True, timeout=60)
-    if buildx.returncode != 0:
-        pytest.skip("docker buildx (BuildKit) is missing; docker/Dockerfile uses RUN --mount")
-    return docker
-
-
-@pytest.mark.docker
-@pytest.mark.timeout(3600)
-def test_cpu_image_builds_and_its_python3_imports_the_project_kfp_and_keras():
-    docker = _docker_or_skip()
-    tag = "digits-pipeline:pytest-cpu"
-    build = [docker, "build", "-f", str(DOCKERFILE), "--target", "cpu", "-t", tag]
-    if HOST_CA_BUNDLE.is_file():
-        build += ["--secret", f"id=ca,src={HOST_CA_BUNDLE}"]
-    built = subprocess.run(
-        [*build, str(ROOT)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DOCKER_BUILDKIT": "1"},
-        timeout=3000,
-    )
-    assert built.returncode == 0, f"docker build failed:\n{(built.stdout + built.stderr)[-4000:]}"
-    try:
-        # The same shape of command KFP runs: `sh -c` resolving `python3` from PATH.
-        script = (
-            "import os, sys, digits.components.train_model, kfp, keras; "
-            "print(sys.prefix, os.getuid(), keras.backend.backend())"
-        )
-        ran = subprocess.run(
-            [docker, "run", "--rm", tag, "sh", "-c", f"python3 -c {shlex.quote(script)}"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert ran.returncode == 0, ran.stdout + ran.stderr
-        assert ran.stdout.split()[-3:] == ["/opt/venv", "1000", "tensorflow"], ran.stdout
-    finally:
-        subprocess.run([docker, "image", "rm", tag], capture_output=True, timeout=120)
