@@ -176,7 +176,21 @@ def _log_run_data(client, run_id, training, history, evaluation, data_params) ->
     )
     client.log_dict(run_id, asdict(evaluation), "evaluation.json")
     client.log_dict(run_id, history, "history.json")
+    client.log_figure(run_id, _confusion_figure(evaluation), "confusion_matrix.png")
     client.set_tag(run_id, LOGGED_TAG, "true")
+
+
+def _confusion_figure(evaluation):
+    """The validation confusion matrix as a figure for the MLflow UI."""
+    import numpy as np
+    from matplotlib.figure import Figure
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    figure = Figure(figsize=(6, 6), layout="constrained")
+    axes = figure.subplots()
+    ConfusionMatrixDisplay(np.array(evaluation.confusion_matrix)).plot(ax=axes, colorbar=False)
+    axes.set_title(f"validation accuracy {evaluation.accuracy:.4f}")
+    return figure
 
 
 def _pip_requirements(backend: str) -> list[str]:

@@ -52,6 +52,7 @@ def test_logs_params_metrics_model_and_registers_a_version(
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {
         "evaluation.json",
         "history.json",
+        "confusion_matrix.png",
     }
     version = client.get_model_version(model_name, registration.model_version)
     assert version.run_id == registration.run_id
