@@ -33,6 +33,16 @@ class Registration:
     model_version: str
     model_uri: str
 
+    @classmethod
+    def of(cls, version) -> "Registration":
+        """From an MLflow ModelVersion."""
+        return cls(
+            run_id=version.run_id,
+            model_name=version.name,
+            model_version=str(version.version),
+            model_uri=f"models:/{version.name}/{version.version}",
+        )
+
 
 def register_model(
     record: RunRecord,
@@ -85,15 +95,7 @@ def _find_version(client, model_name: str, pipeline_run_id: str) -> Registration
     versions = client.search_model_versions(
         f"name = '{model_name}' and tags.{PIPELINE_RUN_TAG} = '{pipeline_run_id}'"
     )
-    if not versions:
-        return None
-    version = versions[0]
-    return Registration(
-        run_id=version.run_id,
-        model_name=model_name,
-        model_version=str(version.version),
-        model_uri=f"models:/{model_name}/{version.version}",
-    )
+    return Registration.of(versions[0]) if versions else None
 
 
 def _log_and_register(client, record: RunRecord, experiment_id: str, run, model_name: str):
@@ -121,7 +123,7 @@ def _log_and_register(client, record: RunRecord, experiment_id: str, run, model_
         _log_run_data(client, run_id, training, history, evaluation, record.data_params)
 
     mlflow.set_tracking_uri(client.tracking_uri)  # log_model only has the fluent API
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id):  # ends the run (FINISHED) on exit
         example = np.zeros((1, *model.input_shape[1:]), dtype=np.float32)
         model_info = mlflow.keras.log_model(
             model,
@@ -138,13 +140,7 @@ def _log_and_register(client, record: RunRecord, experiment_id: str, run, model_
         description=f"validation accuracy {evaluation.accuracy:.4f}; "
         f"KFP run {record.pipeline_run_name or record.pipeline_run_id}",
     )
-    client.set_terminated(run_id)
-    return Registration(
-        run_id=run_id,
-        model_name=model_name,
-        model_version=str(version.version),
-        model_uri=f"models:/{model_name}/{version.version}",
-    )
+    return Registration.of(version)
 
 
 def _log_run_data(client, run_id, training, history, evaluation, data_params) -> None:

@@ -71,6 +71,19 @@ def build_pipeline(settings: ClusterSettings | None = None):
     register_model_op = register_model.component(image)
     batch_predict_op = batch_predict.component(image)
 
+    def validated_rows(uri, name: str, require_label: bool, max_rejected_fraction):
+        """ingest_csv then validate_data for one CSV; the validate task's `valid` rows go on."""
+        raw = ingest_csv_op(source_uri=uri).set_display_name(f"ingest {name}")
+        checked = validate_data_op(
+            dataset=raw.outputs["dataset"],
+            source=uri,
+            require_label=require_label,
+            max_rejected_fraction=max_rejected_fraction,
+        ).set_display_name(f"validate {name}")
+        for task in (raw, checked):
+            task.set_memory_request(settings.step_memory)
+        return checked
+
     class PipelineOutputs(NamedTuple):
         submission: Dataset
         model: Model
@@ -104,15 +117,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         augment: bool = defaults.augment,
         seed: int = defaults.seed,
     ) -> PipelineOutputs:
-        train_csv = ingest_csv_op(source_uri=train_data_uri)
-        train_csv.set_display_name("ingest train.csv")
-        train_rows = validate_data_op(
-            dataset=train_csv.outputs["dataset"],
-            source=train_data_uri,
-            require_label=True,
-            max_rejected_fraction=max_rejected_fraction,
-        )
-        train_rows.set_display_name("validate train.csv")
+        train_rows = validated_rows(train_data_uri, "train.csv", True, max_rejected_fraction)
         split = normalize_and_split_op(
             rows=train_rows.outputs["valid"],
             validation_fraction=validation_fraction,
@@ -153,31 +158,14 @@ def build_pipeline(settings: ClusterSettings | None = None):
         # Registration writes to MLflow: never skip it on a cache hit; retry transient errors.
         registration.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
 
-        predict_csv = ingest_csv_op(source_uri=predict_data_uri)
-        predict_csv.set_display_name("ingest test.csv")
-        predict_rows = validate_data_op(
-            dataset=predict_csv.outputs["dataset"],
-            source=predict_data_uri,
-            require_label=False,
-            max_rejected_fraction=max_rejected_fraction,
-        )
-        predict_rows.set_display_name("validate test.csv")
+        predict_rows = validated_rows(predict_data_uri, "test.csv", False, max_rejected_fraction)
         predictions = batch_predict_op(
             model=trained.outputs["model"],
             rows=predict_rows.outputs["valid"],
             model_version=registration.outputs["model_version"],
         )
 
-        for task in (
-            train_csv,
-            train_rows,
-            split,
-            evaluation,
-            registration,
-            predict_csv,
-            predict_rows,
-            predictions,
-        ):
+        for task in (split, evaluation, registration, predictions):
             task.set_memory_request(settings.step_memory)
 
         return PipelineOutputs(
