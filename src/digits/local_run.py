@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -119,7 +120,7 @@ def run_locally(settings: LocalRunSettings) -> RunSummary:
         model_path=str(model_dir / MODEL_FILENAME),
         predictions_path=str(submission),
         mlflow_tracking_uri=tracking_uri,
-        mlflow_ui_command=f"mlflow ui --backend-store-uri {tracking_uri} --port 5000",
+        mlflow_ui_command=f"{_mlflow_executable()} ui --backend-store-uri {tracking_uri}",
         pipeline_root=str(pipeline_root),
         seconds=round(time.perf_counter() - started, 1),
     )
@@ -134,3 +135,9 @@ def held_out_accuracy(submission_path: Path, labels_path: str) -> float:
     joined = labels.merge(submission, on="ImageId", how="left", suffixes=("_true", "_pred"))
     # A row missing from the submission counts as wrong, as Kaggle would score it.
     return float((joined["Label_true"] == joined["Label_pred"]).mean())
+
+
+def _mlflow_executable() -> str:
+    """The `mlflow` beside this Python (the project's venv), so the printed command works as is."""
+    beside = Path(sys.executable).with_name("mlflow")
+    return str(beside) if beside.exists() else "mlflow"
