@@ -26,7 +26,8 @@ def _docker_client() -> str:
     for docker in dict.fromkeys(c for c in candidates if c and os.access(c, os.X_OK)):
         info = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=60)
         if info.returncode != 0:
-            reasons.append(f"{docker} info failed: {info.stderr.strip().splitlines()[-1:]}")
+            error = (info.stderr.strip().splitlines() or ["no output"])[0]
+            reasons.append(f"`{docker} info` failed ({error})")
             continue
         if subprocess.run([docker, "buildx", "version"], capture_output=True).returncode == 0:
             return docker

@@ -1,5 +1,9 @@
 """Step 1: ingest_csv."""
 
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from threading import Thread
+
 import pandas as pd
 import pytest
 from kfp.dsl import Dataset
@@ -23,6 +27,18 @@ def test_reads_gzipped_csv_into_parquet_keeping_every_cell(tmp_path, train_csv, 
 def test_reads_a_file_url(tmp_path, test_csv):
     summary = ingest_csv.ingest_csv(test_csv.as_uri(), tmp_path / "out.parquet")
     assert summary.rows == 60 and summary.columns == 784
+
+
+def test_reads_gzipped_csv_over_http(tmp_path, train_csv):
+    handler = partial(SimpleHTTPRequestHandler, directory=str(train_csv.parent))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_port}/{train_csv.name}"
+        try:
+            summary = ingest_csv.ingest_csv(url, tmp_path / "out.parquet")
+        finally:
+            server.shutdown()
+    assert summary.rows == 400 and summary.source_uri == url
 
 
 def test_non_numeric_cells_survive_as_text_for_validation_to_report(tmp_path):

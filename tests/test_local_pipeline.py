@@ -86,7 +86,9 @@ def test_summary_matches_mlflow_and_the_submission(local_run):
     assert run.data.metrics["eval_accuracy"] == pytest.approx(summary.validation_accuracy)
     version = client.get_model_version("test-local-pipeline-model", summary.model_version)
     assert version.run_id == summary.mlflow_run_id
-    assert Path(summary.predictions_path).exists() and Path(summary.model_path).exists()
+    assert Path(summary.predictions_path).name == "submission.csv"
+    assert len(pd.read_csv(summary.predictions_path)) == 60
+    assert Path(summary.model_path).exists()
     assert 0.0 <= summary.accuracy <= 1.0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -106,7 +107,9 @@ def run_locally(settings: LocalRunSettings) -> RunSummary:
             **asdict(settings.train),
         )
     outputs = run.outputs
-    submission = Path(outputs["submission"].path)
+    # Kaggle wants a .csv; the artifact itself stays in the pipeline root.
+    submission = settings.output_dir / "submission.csv"
+    shutil.copyfile(outputs["submission"].path, submission)
     model_dir = Path(outputs["model"].path)
     evaluation = Evaluation.read(Path(outputs["evaluation"].path))
     return RunSummary(
@@ -118,7 +121,7 @@ def run_locally(settings: LocalRunSettings) -> RunSummary:
         model_name=settings.registered_model_name,
         model_version=outputs["model_version"],
         model_path=str(model_dir / MODEL_FILENAME),
-        predictions_path=str(submission),
+        predictions_path=str(submission.resolve()),
         mlflow_tracking_uri=tracking_uri,
         mlflow_ui_command=f"{_mlflow_executable()} ui --backend-store-uri {tracking_uri}",
         pipeline_root=str(pipeline_root),
