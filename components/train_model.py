@@ -53,6 +53,7 @@ def train_model(
             {
                 "epoch": epoch + 1,
                 **{name: float(value) for name, value in (logs or {}).items()},
+                # The rate the epoch ran with: Keras logs it after ReduceLROnPlateau has acted.
                 "learning_rate": epoch_start["learning_rate"],
                 "seconds": round(time.perf_counter() - epoch_start["time"], 3),
             }
