@@ -28,6 +28,7 @@ def run(
     augment: Annotated[
         bool, typer.Option(help="Random rotation/zoom/shift while training.")
     ] = TrainConfig.augment,
+    seed: Annotated[int, typer.Option(help="Seed of weights and augmentation.")] = TrainConfig.seed,
     max_rejected_fraction: Annotated[
         float, typer.Option(help="Share of invalid rows to drop before failing the run.")
     ] = 0.0,
@@ -59,7 +60,9 @@ def run(
         experiment_name=experiment,
         registered_model_name=model_name,
         max_rejected_fraction=max_rejected_fraction,
-        train=replace(defaults.train, epochs=epochs, batch_size=batch_size, augment=augment),
+        train=replace(
+            defaults.train, epochs=epochs, batch_size=batch_size, augment=augment, seed=seed
+        ),
     )
     try:
         summary = run_locally(settings)
