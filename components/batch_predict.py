@@ -63,8 +63,8 @@ def component(image: str):
         """Kaggle submission (ImageId,Label CSV) plus per-row probabilities (Parquet)."""
         from pathlib import Path
 
+        from digits.artifacts import MODEL_FILENAME
         from digits.components.batch_predict import batch_predict as run
-        from digits.components.train_model import MODEL_FILENAME
 
         summary = run(
             Path(model.path) / MODEL_FILENAME,

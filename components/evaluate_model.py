@@ -1,41 +1,9 @@
 """Step 5: score the trained model on the validation split."""
 
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from digits.artifacts import CLASS_NAMES, Evaluation
 from digits.data import ImageSet
-
-CLASS_NAMES = [str(digit) for digit in range(10)]
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Validation-split scores; per-class lists are indexed by digit."""
-
-    accuracy: float
-    loss: float
-    macro_f1: float
-    precision: list[float]
-    recall: list[float]
-    f1: list[float]
-    support: list[int]
-    confusion_matrix: list[list[int]]
-
-    def scalar_metrics(self) -> dict[str, float]:
-        """Flat name -> value map, the shape KFP Metrics and MLflow both take."""
-        metrics = {"accuracy": self.accuracy, "loss": self.loss, "macro_f1": self.macro_f1}
-        for name in ("precision", "recall", "f1"):
-            for digit, value in enumerate(getattr(self, name)):
-                metrics[f"{name}_{digit}"] = value
-        return metrics
-
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def read(cls, path: Path) -> "Evaluation":
-        return cls(**json.loads(path.read_text()))
 
 
 def evaluate_model(model_path: Path, validation_path: Path, report_path: Path) -> Evaluation:
@@ -82,9 +50,8 @@ def component(image: str):
         """Validation accuracy, loss, per-class P/R/F1 and confusion matrix for the KFP UI."""
         from pathlib import Path
 
-        from digits.components.evaluate_model import CLASS_NAMES
+        from digits.artifacts import CLASS_NAMES, MODEL_FILENAME
         from digits.components.evaluate_model import evaluate_model as run
-        from digits.components.train_model import MODEL_FILENAME
 
         evaluation = run(
             Path(model.path) / MODEL_FILENAME, Path(validation.path), Path(report.path)

@@ -104,8 +104,7 @@ def _log_and_register(client, record: RunRecord, experiment_id: str, run, model_
     import numpy as np
     from mlflow.models import infer_signature
 
-    from digits.components.evaluate_model import Evaluation
-    from digits.components.train_model import MODEL_FILENAME, TRAINING_FILENAME
+    from digits.artifacts import MODEL_FILENAME, TRAINING_FILENAME, Evaluation
 
     training = json.loads((record.model_dir / TRAINING_FILENAME).read_text())
     history = json.loads(record.history_path.read_text())

@@ -5,12 +5,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from digits.artifacts import MODEL_FILENAME, TRAINING_FILENAME
 from digits.config import TrainConfig
 from digits.data import ImageSet
-
-MODEL_FILENAME = "model.keras"
-# Written beside the model so the recipe travels with it (register_model logs it as params).
-TRAINING_FILENAME = "training.json"
 
 
 @dataclass(frozen=True)

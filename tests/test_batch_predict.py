@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 from kfp.dsl import Dataset, Model
 
+from digits.artifacts import MODEL_FILENAME
 from digits.components import batch_predict
 from digits.components.ingest_csv import ingest_csv
-from digits.components.train_model import MODEL_FILENAME
 from digits.components.validate_data import validate_data
 
 

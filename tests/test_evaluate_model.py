@@ -3,9 +3,8 @@
 import numpy as np
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Metrics, Model
 
+from digits.artifacts import MODEL_FILENAME, Evaluation
 from digits.components import evaluate_model
-from digits.components.evaluate_model import Evaluation
-from digits.components.train_model import MODEL_FILENAME
 from digits.data import ImageSet
 
 

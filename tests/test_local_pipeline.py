@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from digits.components.evaluate_model import Evaluation
+from digits.artifacts import Evaluation
 from digits.config import TrainConfig
 from digits.data import ImageSet
 from digits.local_run import LocalRunSettings, run_locally

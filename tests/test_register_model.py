@@ -4,10 +4,10 @@ import pytest
 from kfp.dsl import Artifact, Model
 from mlflow import MlflowClient
 
+from digits.artifacts import MODEL_FILENAME
 from digits.components import register_model
 from digits.components.evaluate_model import evaluate_model
 from digits.components.register_model import PIPELINE_RUN_TAG, RunRecord
-from digits.components.train_model import MODEL_FILENAME
 from digits.errors import RegistrationError
 from digits.local_run import local_mlflow_store
 

@@ -6,8 +6,8 @@ import keras
 import pytest
 from kfp.dsl import Artifact, Dataset, Model
 
+from digits.artifacts import MODEL_FILENAME, TRAINING_FILENAME
 from digits.components import train_model
-from digits.components.train_model import MODEL_FILENAME, TRAINING_FILENAME
 
 
 def test_saves_a_loadable_model_its_history_and_its_recipe(trained_model):

@@ -71,8 +71,7 @@ def run_locally(settings: LocalRunSettings) -> RunSummary:
     """Run every pipeline task in this Python environment (kfp.local SubprocessRunner)."""
     from kfp import local
 
-    from digits.components.evaluate_model import Evaluation
-    from digits.components.train_model import MODEL_FILENAME
+    from digits.artifacts import MODEL_FILENAME, Evaluation
     from digits.pipelines.digits_pipeline import build_pipeline
 
     started = time.perf_counter()
