@@ -12,6 +12,8 @@ from pathlib import Path
 
 # Inside the train step's Model artifact (a directory).
 MODEL_FILENAME = "model.keras"
+# Inside the baseline step's Model artifact: a fitted scikit-learn estimator (predict_proba).
+SKLEARN_MODEL_FILENAME = "model.joblib"
 # Beside the model: the fully resolved recipe and the fit's result (logged to MLflow as params).
 TRAINING_FILENAME = "training.json"
 CLASS_NAMES = [str(digit) for digit in range(10)]
