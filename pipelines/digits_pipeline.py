@@ -2,45 +2,23 @@
 
 ingest_csv -> validate_data -> normalize_and_split -> train_model (GPU pool) -> evaluate_model
 -> register_model (MLflow) -> batch_predict, with the unlabeled CSV ingested and validated
-alongside. Placement, retries and caching are set here; the components hold only logic.
+alongside. Placement, retries, caching and secrets are set here (helpers in ``placement``); the
+components hold only logic.
 """
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from digits import __version__
 from digits.config import TrainConfig
+from digits.pipelines.placement import (
+    ClusterSettings,
+    GpuToleration,  # noqa: F401  (re-exported: the CLI and tests import it from here)
+    place_on_gpu_pool,
+    secure_and_size_all_tasks,
+    use_mlflow_credentials,
+)
 
 PIPELINE_NAME = "digits-recognizer"
 DEFAULT_MLFLOW_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
-
-
-@dataclass(frozen=True)
-class GpuToleration:
-    """Lets the training pod onto tainted GPU nodes (GKE and AKS taint them like this)."""
-
-    key: str = "nvidia.com/gpu"
-    operator: str = "Exists"
-    value: str | None = None
-    effect: str | None = "NoSchedule"
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """Compile-time settings: images, and where and how big the training task runs."""
-
-    image: str = f"digits-pipeline:{__version__}"
-    train_image: str = f"digits-pipeline:{__version__}-gpu"
-    # Set on GPU nodes by NVIDIA's GPU feature discovery (GPU operator).
-    gpu_node_selector: dict[str, str] = field(
-        default_factory=lambda: {"nvidia.com/gpu.present": "true"}
-    )
-    gpu_tolerations: tuple[GpuToleration, ...] = (GpuToleration(),)
-    gpu_count: int = 1
-    train_cpu: str = "4"
-    train_memory: str = "16G"
-    step_memory: str = "4G"
-    train_retries: int = 2
 
 
 def build_pipeline(settings: ClusterSettings | None = None):
@@ -80,8 +58,9 @@ def build_pipeline(settings: ClusterSettings | None = None):
             require_label=require_label,
             max_rejected_fraction=max_rejected_fraction,
         ).set_display_name(f"validate {name}")
+        # Same input and code give the same rows: reuse them across runs.
         for task in (raw, checked):
-            task.set_memory_request(settings.step_memory)
+            task.set_caching_options(True)
         return checked
 
     class PipelineOutputs(NamedTuple):
@@ -122,7 +101,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
             rows=train_rows.outputs["valid"],
             validation_fraction=validation_fraction,
             seed=split_seed,
-        )
+        ).set_caching_options(True)
         trained = train_model_op(
             train=split.outputs["train"],
             validation=split.outputs["validation"],
@@ -157,6 +136,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         )
         # Registration writes to MLflow: never skip it on a cache hit; retry transient errors.
         registration.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
+        use_mlflow_credentials(registration, settings)
 
         predict_rows = validated_rows(predict_data_uri, "test.csv", False, max_rejected_fraction)
         predictions = batch_predict_op(
@@ -165,8 +145,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
             model_version=registration.outputs["model_version"],
         )
 
-        for task in (split, evaluation, registration, predictions):
-            task.set_memory_request(settings.step_memory)
+        secure_and_size_all_tasks(settings)
 
         return PipelineOutputs(
             submission=predictions.outputs["submission"],
@@ -177,26 +156,6 @@ def build_pipeline(settings: ClusterSettings | None = None):
         )
 
     return digits_pipeline
-
-
-def place_on_gpu_pool(task, settings: ClusterSettings) -> None:
-    """Request GPUs and pin the task to the GPU node pool; locally these are ignored."""
-    from kfp import kubernetes
-
-    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(settings.gpu_count)
-    task.set_cpu_request(settings.train_cpu).set_memory_request(settings.train_memory)
-    # A preempted GPU node kills the pod; retrying reschedules it.
-    task.set_retry(num_retries=settings.train_retries, backoff_duration="60s")
-    for key, value in settings.gpu_node_selector.items():
-        kubernetes.add_node_selector(task, label_key=key, label_value=value)
-    for toleration in settings.gpu_tolerations:
-        kubernetes.add_toleration(
-            task,
-            key=toleration.key,
-            operator=toleration.operator,
-            value=toleration.value,
-            effect=toleration.effect,
-        )
 
 
 def compile_pipeline(output: Path, settings: ClusterSettings | None = None) -> Path:

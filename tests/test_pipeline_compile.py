@@ -1,4 +1,8 @@
-"""The compiled KFP v2 IR: DAG shape, images and GPU placement of the training task alone."""
+"""The compiled KFP v2 IR: DAG shape, images, and each task's pod settings.
+
+Pod settings are asserted task by task over every task of every DAG in the IR (sub-DAGs of
+ParallelFor and Condition included), so a task added later is checked without a new test.
+"""
 
 import inspect
 import subprocess
@@ -18,6 +22,7 @@ from digits.components import (
     validate_data,
 )
 from digits.pipelines.digits_pipeline import ClusterSettings, GpuToleration, compile_pipeline
+from digits.pipelines.placement import MLFLOW_CREDENTIAL_KEYS, Resources
 
 STEPS = [
     ingest_csv,
@@ -84,7 +89,6 @@ def test_only_the_training_task_asks_for_a_gpu_and_the_gpu_pool(compiled):
     assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
 
     placed = platform["deploymentSpec"]["executors"]
-    assert set(placed) == {"exec-train-model"}
     assert placed["exec-train-model"]["nodeSelector"]["labels"] == {
         "nvidia.com/gpu.present": "true"
     }
@@ -150,3 +154,124 @@ def test_wrapper_bodies_are_self_contained(tmp_path, step):
         text=True,
     )
     assert result.returncode == 0, result.stdout
+
+
+# Step function -> expected setting. Steps not named here get the defaults below.
+GPU_STEPS = {"train_model"}
+CACHED_STEPS = {"ingest_csv", "validate_data", "normalize_and_split"}  # deterministic data steps
+UNCACHED_STEPS = {"register_model"}  # writes to MLflow
+RETRIES = {"train_model": 2, "register_model": 3}
+
+
+def _container_tasks(spec: dict, platform: dict):
+    """Yield (task name, step function, task spec, executor, platform config) for every task
+    that runs a container, in the root DAG and in every sub-DAG."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    executors = spec["deploymentSpec"]["executors"]
+    placed = platform.get("deploymentSpec", {}).get("executors", {})
+    for dag in dags:
+        for name, task in dag["tasks"].items():
+            label = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+            if label is None:  # a sub-DAG, walked on its own
+                continue
+            container = executors[label]["container"]
+            step = container["args"][container["args"].index("--function_to_execute") + 1]
+            yield name, step, task, container, placed.get(label, {})
+
+
+def _talks_to_mlflow(spec: dict, task: dict) -> bool:
+    inputs = spec["components"][task["componentRef"]["name"]].get("inputDefinitions", {})
+    return "mlflow_tracking_uri" in inputs.get("parameters", {})
+
+
+def test_every_task_is_covered_by_the_walk(compiled):
+    spec, platform = compiled
+    walked = {name for name, *_ in _container_tasks(spec, platform)}
+    assert walked == set(EXPECTED_DEPENDENCIES)
+
+
+def test_every_task_runs_as_the_images_non_root_user(compiled):
+    spec, platform = compiled
+    for name, _, _, _, placed in _container_tasks(spec, platform):
+        # The proto's int64 fields serialize as strings.
+        assert placed.get("securityContext") == {
+            "runAsUser": "1000",
+            "runAsGroup": "1000",
+            "runAsNonRoot": True,
+        }, name
+
+
+def test_every_task_has_cpu_and_memory_requests_and_limits(compiled):
+    spec, platform = compiled
+    settings = ClusterSettings()
+    for name, step, _, container, _ in _container_tasks(spec, platform):
+        sizes = settings.train_resources if step in GPU_STEPS else settings.step_resources
+        resources = container.get("resources", {})
+        assert resources.get("resourceCpuRequest") == sizes.cpu_request, name
+        assert resources.get("resourceCpuLimit") == sizes.cpu_limit, name
+        assert resources.get("resourceMemoryRequest") == sizes.memory, name
+        assert resources.get("resourceMemoryLimit") == sizes.memory, name
+
+
+def test_only_gpu_steps_get_a_gpu_and_the_gpu_pool(compiled):
+    spec, platform = compiled
+    for name, step, _, container, placed in _container_tasks(spec, platform):
+        on_gpu = step in GPU_STEPS
+        assert ("accelerator" in container.get("resources", {})) == on_gpu, name
+        assert ("nodeSelector" in placed) == on_gpu, name
+        assert ("tolerations" in placed) == on_gpu, name
+
+
+def test_mlflow_credentials_come_from_the_optional_secret_only_where_mlflow_is_used(compiled):
+    spec, platform = compiled
+    expected = [
+        {
+            "keyToEnv": [{"envVar": key, "secretKey": key} for key in MLFLOW_CREDENTIAL_KEYS],
+            "optional": True,
+            "secretName": "mlflow-credentials",
+            "secretNameParameter": {"runtimeValue": {"constant": "mlflow-credentials"}},
+        }
+    ]
+    with_secret = set()
+    for name, _, task, container, placed in _container_tasks(spec, platform):
+        assert placed.get("secretAsEnv", []) == (expected if _talks_to_mlflow(spec, task) else [])
+        if placed.get("secretAsEnv"):
+            with_secret.add(name)
+        # Never a literal credential in the container's own environment.
+        env_names = {variable["name"] for variable in container.get("env", [])}
+        assert not env_names & set(MLFLOW_CREDENTIAL_KEYS), name
+    assert "register-model" in with_secret
+
+
+def test_caching_and_retries_task_by_task(compiled):
+    spec, platform = compiled
+    seen = set()
+    for name, step, task, _, _ in _container_tasks(spec, platform):
+        seen.add(step)
+        caching = task.get("cachingOptions", {}).get("enableCache")
+        if step in CACHED_STEPS:
+            assert caching is True, name
+        if step in UNCACHED_STEPS:
+            assert caching is not True, name
+        retries = task.get("retryPolicy", {}).get("maxRetryCount")
+        assert retries == RETRIES.get(step), name
+    assert seen >= CACHED_STEPS | UNCACHED_STEPS | GPU_STEPS
+
+
+def test_sizes_user_and_secret_name_come_from_cluster_settings(tmp_path):
+    settings = ClusterSettings(
+        train_resources=Resources(cpu_request="6", cpu_limit="12", memory="30Gi"),
+        step_resources=Resources(cpu_request="500m", cpu_limit="1", memory="2Gi"),
+        run_as_user=2000,
+        run_as_group=3000,
+        mlflow_secret="tracking-auth",
+    )
+    spec, platform = _compile(tmp_path, settings)
+    for name, step, _, container, placed in _container_tasks(spec, platform):
+        sizes = settings.train_resources if step in GPU_STEPS else settings.step_resources
+        assert container["resources"]["resourceCpuLimit"] == sizes.cpu_limit, name
+        assert container["resources"]["resourceMemoryLimit"] == sizes.memory, name
+        assert placed["securityContext"]["runAsUser"] == "2000", name
+        assert placed["securityContext"]["runAsGroup"] == "3000", name
+        for secret in placed.get("secretAsEnv", []):
+            assert secret["secretName"] == "tracking-auth", name

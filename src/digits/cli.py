@@ -1,4 +1,4 @@
-"""`digits`: run the pipeline locally, or compile it for a Kubeflow cluster."""
+"""`digits`: run the pipeline locally, or compile and submit it to a Kubeflow cluster."""
 
 from __future__ import annotations
 
@@ -89,28 +89,183 @@ def run(
         typer.echo(f"  {name:<20} {value}")
 
 
+# Compile options, shared by `compile` and `submit` (which compiles when given no --package).
+ImageOption = Annotated[str | None, typer.Option(help="Image of the CPU steps.")]
+TrainImageOption = Annotated[str | None, typer.Option(help="Image of the GPU training step.")]
+GpuNodeSelectorOption = Annotated[
+    list[str] | None, typer.Option(help="KEY=VALUE label of the GPU node pool (repeatable).")
+]
+GpuTolerationOption = Annotated[
+    list[str] | None,
+    typer.Option(help="KEY[=VALUE][:EFFECT] taint of the GPU node pool (repeatable)."),
+]
+GpusOption = Annotated[int, typer.Option(help="nvidia.com/gpu limit of the training task.")]
+TrainCpuOption = Annotated[str | None, typer.Option(help="CPU request of the training task.")]
+TrainCpuLimitOption = Annotated[str | None, typer.Option(help="CPU limit of the training task.")]
+TrainMemoryOption = Annotated[
+    str | None, typer.Option(help="Memory request = limit of the training task, e.g. 16G.")
+]
+StepCpuOption = Annotated[str | None, typer.Option(help="CPU request of each CPU step.")]
+StepCpuLimitOption = Annotated[str | None, typer.Option(help="CPU limit of each CPU step.")]
+StepMemoryOption = Annotated[
+    str | None, typer.Option(help="Memory request = limit of each CPU step, e.g. 4G.")
+]
+MlflowSecretOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Kubernetes Secret with MLFLOW_TRACKING_USERNAME/PASSWORD for the MLflow steps "
+        "(optional at run time)."
+    ),
+]
+
+
 @app.command(name="compile")
 def compile_(
     output: Annotated[Path, typer.Option(help="Where to write the KFP IR YAML.")] = Path(
         "pipeline.yaml"
     ),
-    image: Annotated[str | None, typer.Option(help="Image of the CPU steps.")] = None,
-    train_image: Annotated[str | None, typer.Option(help="Image of the GPU training step.")] = None,
-    gpu_node_selector: Annotated[
-        list[str] | None,
-        typer.Option(help="KEY=VALUE label of the GPU node pool (repeatable)."),
-    ] = None,
-    gpu_toleration: Annotated[
-        list[str] | None,
-        typer.Option(help="KEY[=VALUE][:EFFECT] taint of the GPU node pool (repeatable)."),
-    ] = None,
-    gpus: Annotated[int, typer.Option(help="nvidia.com/gpu limit of the training task.")] = 1,
+    image: ImageOption = None,
+    train_image: TrainImageOption = None,
+    gpu_node_selector: GpuNodeSelectorOption = None,
+    gpu_toleration: GpuTolerationOption = None,
+    gpus: GpusOption = 1,
+    train_cpu: TrainCpuOption = None,
+    train_cpu_limit: TrainCpuLimitOption = None,
+    train_memory: TrainMemoryOption = None,
+    step_cpu: StepCpuOption = None,
+    step_cpu_limit: StepCpuLimitOption = None,
+    step_memory: StepMemoryOption = None,
+    mlflow_secret: MlflowSecretOption = None,
 ) -> None:
     """Compile the pipeline to KFP v2 IR YAML for a cluster."""
-    from digits.pipelines.digits_pipeline import ClusterSettings, compile_pipeline
+    from digits.pipelines.digits_pipeline import compile_pipeline
+
+    settings = _cluster_settings(**_compile_options(locals()))
+    compile_pipeline(output, settings)
+    typer.echo(f"wrote {output}")
+
+
+@app.command()
+def submit(
+    host: Annotated[str, typer.Option(help="KFP API / UI address, e.g. http://localhost:8080.")],
+    package: Annotated[
+        Path | None, typer.Option(help="Compiled pipeline YAML; default: compile one now.")
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="KFP experiment of the run.")] = "digits",
+    run_name: Annotated[str | None, typer.Option(help="Run name shown in the KFP UI.")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE pipeline parameter (repeatable), typed from the IR."),
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the run; exit 1 unless it succeeds.")] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="Bearer token; default: the service-account token at "
+            "$KF_PIPELINES_SA_TOKEN_PATH or /var/run/secrets/kubeflow/pipelines/token."
+        ),
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Profile namespace (multi-user KFP).")
+    ] = None,
+    cache: Annotated[
+        bool | None,
+        typer.Option(help="Override every task's caching (default: as compiled)."),
+    ] = None,
+    poll_seconds: Annotated[float, typer.Option(help="--wait: seconds between polls.")] = 10.0,
+    timeout: Annotated[float, typer.Option(help="--wait: give up after SECONDS.")] = 86400.0,
+    image: ImageOption = None,
+    train_image: TrainImageOption = None,
+    gpu_node_selector: GpuNodeSelectorOption = None,
+    gpu_toleration: GpuTolerationOption = None,
+    gpus: GpusOption = 1,
+    train_cpu: TrainCpuOption = None,
+    train_cpu_limit: TrainCpuLimitOption = None,
+    train_memory: TrainMemoryOption = None,
+    step_cpu: StepCpuOption = None,
+    step_cpu_limit: StepCpuLimitOption = None,
+    step_memory: StepMemoryOption = None,
+    mlflow_secret: MlflowSecretOption = None,
+) -> None:
+    """Create a run on a Kubeflow Pipelines cluster; print its id and UI link."""
+    import tempfile
+
+    from digits.errors import SubmitError
+    from digits.pipelines.digits_pipeline import compile_pipeline
+    from digits.submit import SubmitRequest, wait_for_run
+    from digits.submit import submit as submit_run
+
+    params = dict(_parse_param(item) for item in param or [])
+    with tempfile.TemporaryDirectory() as scratch:
+        if package is None:
+            package = compile_pipeline(
+                Path(scratch) / "pipeline.yaml", _cluster_settings(**_compile_options(locals()))
+            )
+        request = SubmitRequest(
+            host=host.rstrip("/"),
+            package=package,
+            experiment=experiment,
+            run_name=run_name,
+            params=params,
+            token=token,
+            namespace=namespace,
+            enable_caching=cache,
+        )
+        try:
+            run = submit_run(request)
+            typer.echo(f"run id  {run.run_id}\nrun UI  {run.url}")
+            if not wait:
+                return
+            final = wait_for_run(
+                run,
+                request.host,
+                poll_seconds=poll_seconds,
+                timeout_seconds=timeout,
+                on_state=lambda state: typer.echo(f"state   {state}"),
+            )
+        except SubmitError as error:
+            typer.secho(f"digits submit: {error}", err=True)
+            raise typer.Exit(1) from None
+    if final.state != "SUCCEEDED":
+        reason = getattr(final.error, "message", None) if final.error else None
+        typer.secho(
+            f"digits submit: run {run.run_id} ended {final.state}"
+            + (f": {reason}" if reason else f"; see {run.url}"),
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+_COMPILE_OPTIONS = (
+    "image",
+    "train_image",
+    "gpu_node_selector",
+    "gpu_toleration",
+    "gpus",
+    "train_cpu",
+    "train_cpu_limit",
+    "train_memory",
+    "step_cpu",
+    "step_cpu_limit",
+    "step_memory",
+    "mlflow_secret",
+)
+
+
+def _compile_options(values: dict) -> dict:
+    return {name: values[name] for name in _COMPILE_OPTIONS}
+
+
+def _cluster_settings(
+    image, train_image, gpu_node_selector, gpu_toleration, gpus, train_cpu, train_cpu_limit,
+    train_memory, step_cpu, step_cpu_limit, step_memory, mlflow_secret,
+):  # fmt: skip
+    """ClusterSettings from the compile options; an option left out keeps its default."""
+    from digits.pipelines.placement import ClusterSettings, Resources
 
     defaults = ClusterSettings()
-    settings = replace(
+    train, step = defaults.train_resources, defaults.step_resources
+    return replace(
         defaults,
         image=image or defaults.image,
         train_image=train_image or defaults.train_image,
@@ -121,9 +276,25 @@ def compile_(
         if gpu_toleration
         else defaults.gpu_tolerations,
         gpu_count=gpus,
+        train_resources=Resources(
+            cpu_request=train_cpu or train.cpu_request,
+            cpu_limit=train_cpu_limit or train.cpu_limit,
+            memory=train_memory or train.memory,
+        ),
+        step_resources=Resources(
+            cpu_request=step_cpu or step.cpu_request,
+            cpu_limit=step_cpu_limit or step.cpu_limit,
+            memory=step_memory or step.memory,
+        ),
+        mlflow_secret=mlflow_secret or defaults.mlflow_secret,
     )
-    compile_pipeline(output, settings)
-    typer.echo(f"wrote {output}")
+
+
+def _parse_param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"{text!r}: expected KEY=VALUE, e.g. epochs=10")
+    return key, value
 
 
 def _parse_label(text: str) -> tuple[str, str]:
@@ -137,7 +308,7 @@ def _parse_label(text: str) -> tuple[str, str]:
 
 def _parse_toleration(text: str):
     """'nvidia.com/gpu:NoSchedule' -> Exists; 'pool=gpu:NoSchedule' -> Equal."""
-    from digits.pipelines.digits_pipeline import GpuToleration
+    from digits.pipelines.placement import GpuToleration
 
     taint, _, effect = text.partition(":")
     key, sep, value = taint.partition("=")

@@ -15,3 +15,7 @@ class DataValidationError(DigitsError):
 
 class RegistrationError(DigitsError):
     """The model could not be logged or registered in MLflow."""
+
+
+class SubmitError(DigitsError):
+    """A run could not be submitted to, or followed on, a Kubeflow Pipelines backend."""
