@@ -281,7 +281,8 @@ def test_mlflow_server_uses_postgres_and_proxies_artifacts_to_the_created_bucket
 
     backend = urlsplit(_option(arguments, "--backend-store-uri"))
     postgres = _find(objects, "Service", "postgres")
-    assert backend.scheme == "postgresql"
+    # The driver is explicit: SQLAlchemy 2.1 changed the default of a bare postgresql://.
+    assert backend.scheme == "postgresql+psycopg"
     assert backend.password is None, "the password comes from PGPASSWORD, not the command line"
     assert (backend.hostname, backend.port) == (
         _service_host(postgres),
