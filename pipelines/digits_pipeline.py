@@ -1,9 +1,10 @@
 """The digit-recognition DAG.
 
 ingest_csv -> validate_data -> normalize_and_split -> train_model (GPU pool) -> evaluate_model
--> register_model (MLflow) -> batch_predict, with the unlabeled CSV ingested and validated
-alongside. Placement, retries, caching and secrets are set here (helpers in ``placement``); the
-components hold only logic.
+-> register_model (MLflow) -> promote_model (champion/challenger) -> batch_predict (the
+registry's champion, over N shards) -> collect_predictions, with the unlabeled CSV ingested and
+validated alongside. Placement, retries, caching and secrets are set here (helpers in
+``placement``); the components hold only logic.
 """
 
 from pathlib import Path
@@ -30,9 +31,12 @@ def build_pipeline(settings: ClusterSettings | None = None):
 
     from digits.components import (
         batch_predict,
+        collect_predictions,
         evaluate_model,
         ingest_csv,
         normalize_and_split,
+        plan_prediction_shards,
+        promote_model,
         register_model,
         train_model,
         validate_data,
@@ -47,7 +51,10 @@ def build_pipeline(settings: ClusterSettings | None = None):
     train_model_op = train_model.component(train_image)
     evaluate_model_op = evaluate_model.component(image)
     register_model_op = register_model.component(image)
+    promote_model_op = promote_model.component(image)
+    plan_prediction_shards_op = plan_prediction_shards.component(image)
     batch_predict_op = batch_predict.component(image)
+    collect_predictions_op = collect_predictions.component(image)
 
     def validated_rows(uri, name: str, require_label: bool, max_rejected_fraction):
         """ingest_csv then validate_data for one CSV; the validate task's `valid` rows go on."""
@@ -69,6 +76,8 @@ def build_pipeline(settings: ClusterSettings | None = None):
         evaluation: Artifact
         mlflow_run_id: str
         model_version: str
+        promotion_decision: str
+        predicted_with: str
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -82,6 +91,13 @@ def build_pipeline(settings: ClusterSettings | None = None):
         experiment_name: str = "digits",
         registered_model_name: str = "digits-cnn",
         mlflow_artifact_location: str = "",
+        run_name: str = "",
+        kfp_ui_url: str = "",
+        mlflow_timeout_s: float = 300.0,
+        promotion_margin: float = 0.0,
+        max_recall_drop: float = 0.005,
+        predict_model_uri: str = "",
+        predict_shards: int = 1,
         max_rejected_fraction: float = 0.0,
         validation_fraction: float = 0.1,
         split_seed: int = 2,
@@ -124,6 +140,8 @@ def build_pipeline(settings: ClusterSettings | None = None):
             model=trained.outputs["model"],
             history=trained.outputs["history"],
             evaluation=evaluation.outputs["report"],
+            validation=split.outputs["validation"],
+            data_report=train_rows.outputs["report"],
             mlflow_tracking_uri=mlflow_tracking_uri,
             experiment_name=experiment_name,
             registered_model_name=registered_model_name,
@@ -131,6 +149,10 @@ def build_pipeline(settings: ClusterSettings | None = None):
             train_data_uri=train_data_uri,
             validation_fraction=validation_fraction,
             split_seed=split_seed,
+            run_name=run_name,
+            register_version=True,
+            kfp_ui_url=kfp_ui_url,
+            mlflow_timeout_s=mlflow_timeout_s,
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         )
@@ -138,12 +160,40 @@ def build_pipeline(settings: ClusterSettings | None = None):
         registration.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
         use_mlflow_credentials(registration, settings)
 
-        predict_rows = validated_rows(predict_data_uri, "test.csv", False, max_rejected_fraction)
-        predictions = batch_predict_op(
+        promotion = promote_model_op(
             model=trained.outputs["model"],
-            rows=predict_rows.outputs["valid"],
+            validation=split.outputs["validation"],
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            registered_model_name=registered_model_name,
             model_version=registration.outputs["model_version"],
+            mlflow_run_id=registration.outputs["mlflow_run_id"],
+            mlflow_experiment_id=registration.outputs["mlflow_experiment_id"],
+            promotion_margin=promotion_margin,
+            max_recall_drop=max_recall_drop,
+            mlflow_timeout_s=mlflow_timeout_s,
         )
+        # Moves aliases in the registry: never a cache hit; a retry re-applies its decision.
+        promotion.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
+        use_mlflow_credentials(promotion, settings)
+
+        predict_rows = validated_rows(predict_data_uri, "test.csv", False, max_rejected_fraction)
+        shards = plan_prediction_shards_op(shard_count=predict_shards)
+        with dsl.ParallelFor(shards.output) as shard_index:
+            # Scores with the registry's champion (or predict_model_uri), after the gate.
+            shard = batch_predict_op(
+                rows=predict_rows.outputs["valid"],
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                registered_model_name=registered_model_name,
+                predict_model_uri=predict_model_uri,
+                champion_version=promotion.outputs["champion_version"],
+                shard_index=shard_index,
+                shard_count=predict_shards,
+            ).set_caching_options(False)  # the champion behind the URI can change between runs
+            use_mlflow_credentials(shard, settings)
+        predictions = collect_predictions_op(
+            submissions=dsl.Collected(shard.outputs["submission"]),
+            probability_shards=dsl.Collected(shard.outputs["probabilities"]),
+        ).set_caching_options(False)
 
         secure_and_size_all_tasks(settings)
 
@@ -153,6 +203,8 @@ def build_pipeline(settings: ClusterSettings | None = None):
             evaluation=evaluation.outputs["report"],
             mlflow_run_id=registration.outputs["mlflow_run_id"],
             model_version=registration.outputs["model_version"],
+            promotion_decision=promotion.outputs["decision"],
+            predicted_with=predictions.outputs["Output"],
         )
 
     return digits_pipeline

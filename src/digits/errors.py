@@ -19,3 +19,7 @@ class RegistrationError(DigitsError):
 
 class SubmitError(DigitsError):
     """A run could not be submitted to, or followed on, a Kubeflow Pipelines backend."""
+
+
+class PredictionError(DigitsError):
+    """Batch prediction cannot find its model or cannot join its shards."""
