@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from digits import __version__
-from digits.config import TrainConfig
+from digits.config import DEFAULT_RECIPE
 
 PIPELINE_NAME = "digits-recognizer"
 DEFAULT_MLFLOW_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
@@ -40,7 +40,10 @@ class ClusterSettings:
     train_cpu: str = "4"
     train_memory: str = "16G"
     step_memory: str = "4G"
-    train_retries: int = 2
+    # With checkpoint_root set, each retry resumes after the last finished epoch, so a
+    # preemption costs at most one epoch; size retries to the preemptions a run may meet.
+    train_retries: int = 3
+    train_retry_backoff: str = "30s"
 
 
 def build_pipeline(settings: ClusterSettings | None = None):
@@ -62,7 +65,6 @@ def build_pipeline(settings: ClusterSettings | None = None):
 
     settings = settings or ClusterSettings()
     image, train_image = settings.image, settings.train_image
-    defaults = TrainConfig()
     ingest_csv_op = ingest_csv.component(image)
     validate_data_op = validate_data.component(image)
     normalize_and_split_op = normalize_and_split.component(image)
@@ -106,16 +108,12 @@ def build_pipeline(settings: ClusterSettings | None = None):
         max_rejected_fraction: float = 0.0,
         validation_fraction: float = 0.1,
         split_seed: int = 2,
-        epochs: int = defaults.epochs,
-        batch_size: int = defaults.batch_size,
-        learning_rate: float = defaults.learning_rate,
-        rho: float = defaults.rho,
-        epsilon: float = defaults.epsilon,
-        lr_patience: int = defaults.lr_patience,
-        lr_factor: float = defaults.lr_factor,
-        min_learning_rate: float = defaults.min_learning_rate,
-        augment: bool = defaults.augment,
-        seed: int = defaults.seed,
+        recipe: str = DEFAULT_RECIPE,
+        epochs: int = 0,
+        batch_size: int = 0,
+        seed: int = 2,
+        checkpoint_root: str = "",
+        checkpoint_dir: str = "",
     ) -> PipelineOutputs:
         train_rows = validated_rows(train_data_uri, "train.csv", True, max_rejected_fraction)
         split = normalize_and_split_op(
@@ -126,16 +124,13 @@ def build_pipeline(settings: ClusterSettings | None = None):
         trained = train_model_op(
             train=split.outputs["train"],
             validation=split.outputs["validation"],
+            recipe=recipe,
             epochs=epochs,
             batch_size=batch_size,
-            learning_rate=learning_rate,
-            rho=rho,
-            epsilon=epsilon,
-            lr_patience=lr_patience,
-            lr_factor=lr_factor,
-            min_learning_rate=min_learning_rate,
-            augment=augment,
             seed=seed,
+            checkpoint_root=checkpoint_root,
+            checkpoint_dir=checkpoint_dir,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         place_on_gpu_pool(trained, settings)
         evaluation = evaluate_model_op(
@@ -185,8 +180,13 @@ def place_on_gpu_pool(task, settings: ClusterSettings) -> None:
 
     task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(settings.gpu_count)
     task.set_cpu_request(settings.train_cpu).set_memory_request(settings.train_memory)
-    # A preempted GPU node kills the pod; retrying reschedules it.
-    task.set_retry(num_retries=settings.train_retries, backoff_duration="60s")
+    # A preempted GPU node kills the pod; retrying reschedules it and resumes the checkpoint.
+    task.set_retry(
+        num_retries=settings.train_retries,
+        backoff_duration=settings.train_retry_backoff,
+        backoff_factor=2.0,
+        backoff_max_duration="600s",
+    )
     for key, value in settings.gpu_node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for toleration in settings.gpu_tolerations:

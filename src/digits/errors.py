@@ -15,3 +15,11 @@ class DataValidationError(DigitsError):
 
 class RegistrationError(DigitsError):
     """The model could not be logged or registered in MLflow."""
+
+
+class RecipeError(DigitsError):
+    """The training recipe name or one of its settings is not known."""
+
+
+class CheckpointError(DigitsError):
+    """A training checkpoint cannot be read or does not belong to this run's recipe."""
