@@ -9,7 +9,7 @@ validated alongside. Placement, retries, caching and secrets are set here (helpe
 
 from pathlib import Path
 
-from digits.config import TrainConfig
+from digits.config import DEFAULT_RECIPE
 from digits.pipelines.placement import (
     ClusterSettings,
     GpuToleration,  # noqa: F401  (re-exported: the CLI and tests import it from here)
@@ -44,7 +44,6 @@ def build_pipeline(settings: ClusterSettings | None = None):
 
     settings = settings or ClusterSettings()
     image, train_image = settings.image, settings.train_image
-    defaults = TrainConfig()
     ingest_csv_op = ingest_csv.component(image)
     validate_data_op = validate_data.component(image)
     normalize_and_split_op = normalize_and_split.component(image)
@@ -101,16 +100,12 @@ def build_pipeline(settings: ClusterSettings | None = None):
         max_rejected_fraction: float = 0.0,
         validation_fraction: float = 0.1,
         split_seed: int = 2,
-        epochs: int = defaults.epochs,
-        batch_size: int = defaults.batch_size,
-        learning_rate: float = defaults.learning_rate,
-        rho: float = defaults.rho,
-        epsilon: float = defaults.epsilon,
-        lr_patience: int = defaults.lr_patience,
-        lr_factor: float = defaults.lr_factor,
-        min_learning_rate: float = defaults.min_learning_rate,
-        augment: bool = defaults.augment,
-        seed: int = defaults.seed,
+        recipe: str = DEFAULT_RECIPE,
+        epochs: int = 0,
+        batch_size: int = 0,
+        seed: int = 2,
+        checkpoint_root: str = "",
+        checkpoint_dir: str = "",
     ) -> PipelineOutputs:
         train_rows = validated_rows(train_data_uri, "train.csv", True, max_rejected_fraction)
         split = normalize_and_split_op(
@@ -121,16 +116,13 @@ def build_pipeline(settings: ClusterSettings | None = None):
         trained = train_model_op(
             train=split.outputs["train"],
             validation=split.outputs["validation"],
+            recipe=recipe,
             epochs=epochs,
             batch_size=batch_size,
-            learning_rate=learning_rate,
-            rho=rho,
-            epsilon=epsilon,
-            lr_patience=lr_patience,
-            lr_factor=lr_factor,
-            min_learning_rate=min_learning_rate,
-            augment=augment,
             seed=seed,
+            checkpoint_root=checkpoint_root,
+            checkpoint_dir=checkpoint_dir,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         place_on_gpu_pool(trained, settings)
         evaluation = evaluate_model_op(

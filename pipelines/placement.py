@@ -51,7 +51,10 @@ class ClusterSettings:
     gpu_count: int = 1
     train_resources: Resources = Resources(cpu_request="4", cpu_limit="8", memory="16G")
     step_resources: Resources = Resources(cpu_request="1", cpu_limit="2", memory="4G")
-    train_retries: int = 2
+    # With checkpoint_root set, each retry resumes after the last finished epoch, so a
+    # preemption costs at most one epoch; size retries to the preemptions a run may meet.
+    train_retries: int = 3
+    train_retry_backoff: str = "30s"
     # The images' `digits` user (docker/Dockerfile: USER 1000:1000).
     run_as_user: int = 1000
     run_as_group: int = 1000
@@ -83,8 +86,13 @@ def place_on_gpu_pool(task, settings: ClusterSettings) -> None:
 
     task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(settings.gpu_count)
     size(task, settings.train_resources)
-    # A preempted GPU node kills the pod; retrying reschedules it.
-    task.set_retry(num_retries=settings.train_retries, backoff_duration="60s")
+    # A preempted GPU node kills the pod; retrying reschedules it and resumes the checkpoint.
+    task.set_retry(
+        num_retries=settings.train_retries,
+        backoff_duration=settings.train_retry_backoff,
+        backoff_factor=2.0,
+        backoff_max_duration="600s",
+    )
     for key, value in settings.gpu_node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for toleration in settings.gpu_tolerations:

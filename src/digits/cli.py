@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from digits.config import TrainConfig
+from digits.config import DEFAULT_RECIPE, RECIPES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -23,12 +23,16 @@ def run(
         str | None,
         typer.Option(help="ImageId,Label file to score the predictions against."),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = TrainConfig.batch_size,
-    augment: Annotated[
-        bool, typer.Option(help="Random rotation/zoom/shift while training.")
-    ] = TrainConfig.augment,
-    seed: Annotated[int, typer.Option(help="Seed of weights and augmentation.")] = TrainConfig.seed,
+    recipe: Annotated[
+        str, typer.Option(help=f"Training recipe: {', '.join(sorted(RECIPES))}.")
+    ] = DEFAULT_RECIPE,
+    epochs: Annotated[int, typer.Option(help="Training epochs; 0: the recipe's.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Training batch size; 0: the recipe's.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of weights, order and augmentation.")] = 2,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint every epoch here; rerun with it to resume a killed run."),
+    ] = None,
     max_rejected_fraction: Annotated[
         float, typer.Option(help="Share of invalid rows to drop before failing the run.")
     ] = 0.0,
@@ -45,8 +49,14 @@ def run(
     ] = None,
 ) -> None:
     """Run the whole pipeline locally (kfp.local) on the bundled sample or your own CSVs."""
+    from digits.config import resolve_recipe
+    from digits.errors import RecipeError
     from digits.local_run import LocalRunSettings, run_locally
 
+    try:  # fail before the pipeline starts, not in its train task
+        resolve_recipe(recipe, epochs=epochs, batch_size=batch_size, seed=seed)
+    except RecipeError as error:
+        raise typer.BadParameter(str(error), param_hint="--recipe") from None
     defaults = LocalRunSettings()
     own_test_data = predict_data is not None
     settings = replace(
@@ -60,9 +70,11 @@ def run(
         experiment_name=experiment,
         registered_model_name=model_name,
         max_rejected_fraction=max_rejected_fraction,
-        train=replace(
-            defaults.train, epochs=epochs, batch_size=batch_size, augment=augment, seed=seed
-        ),
+        recipe=recipe,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
     )
     try:
         summary = run_locally(settings)

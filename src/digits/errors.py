@@ -23,3 +23,11 @@ class SubmitError(DigitsError):
 
 class PredictionError(DigitsError):
     """Batch prediction cannot find its model or cannot join its shards."""
+
+
+class RecipeError(DigitsError):
+    """The training recipe name or one of its settings is not known."""
+
+
+class CheckpointError(DigitsError):
+    """A training checkpoint cannot be read or does not belong to this run's recipe."""

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from digits.config import TrainConfig
+from digits.config import DEFAULT_RECIPE
 
 
 def sample_data(name: str) -> Path:
@@ -36,7 +36,12 @@ class LocalRunSettings:
     max_rejected_fraction: float = 0.0
     validation_fraction: float = 0.1
     split_seed: int = 2
-    train: TrainConfig = TrainConfig()
+    recipe: str = DEFAULT_RECIPE
+    epochs: int = 0  # 0: the recipe's own
+    batch_size: int = 0  # 0: the recipe's own
+    seed: int = 2
+    # The run's checkpoint folder itself; a run killed in training resumes from it when rerun.
+    checkpoint_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,13 @@ def run_locally(settings: LocalRunSettings) -> RunSummary:
             max_rejected_fraction=settings.max_rejected_fraction,
             validation_fraction=settings.validation_fraction,
             split_seed=settings.split_seed,
-            **asdict(settings.train),
+            recipe=settings.recipe,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            checkpoint_dir=str(settings.checkpoint_dir.resolve())
+            if settings.checkpoint_dir
+            else "",
         )
     outputs = run.outputs
     # Kaggle wants a .csv; the artifact itself stays in the pipeline root.
