@@ -117,7 +117,8 @@ def batch_predict(
     import pyarrow.parquet as pq
 
     from digits.data import to_image_set
-    from digits.predictor import load_logged_predictor, load_predictor
+    from digits.predictor import load_predictor
+    from digits.registry import load_logged_predictor
 
     if not 0 <= shard_index < shard_count:
         raise PredictionError(f"shard {shard_index} of {shard_count}: expected 0 <= index < count")

@@ -191,7 +191,8 @@ def _decide_against_champion(
 
     from digits.data import ImageSet
     from digits.evaluation import evaluate_probabilities
-    from digits.predictor import load_logged_predictor, load_predictor
+    from digits.predictor import load_predictor
+    from digits.registry import load_logged_predictor
     from digits.tracking import retry
 
     def current_champion():

@@ -337,7 +337,7 @@ class _RunLogger:
     def _misclassified(self):
         from digits import plots
         from digits.data import ImageSet
-        from digits.predictors import load_predictor
+        from digits.predictor import load_predictor
 
         validation = ImageSet.load(self.record.validation_path)
         predicted = load_predictor(self.record.model_dir)(validation.images).argmax(axis=1)

@@ -44,13 +44,29 @@ def run(
     ] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "digits",
     model_name: Annotated[str, typer.Option(help="MLflow registered model.")] = "digits-cnn",
+    run_name: Annotated[
+        str, typer.Option(help="MLflow run name; default: the recipe and what differs from it.")
+    ] = "",
+    promotion_margin: Annotated[
+        float, typer.Option(help="Accuracy the new model must gain over the champion.")
+    ] = 0.0,
+    max_recall_drop: Annotated[
+        float, typer.Option(help="Largest per-digit recall drop a new champion may have.")
+    ] = 0.005,
+    predict_model_uri: Annotated[
+        str, typer.Option(help="MLflow model URI to predict with; default: models:/NAME@champion.")
+    ] = "",
+    predict_shards: Annotated[int, typer.Option(help="Parallel prediction shards.")] = 1,
     summary_json: Annotated[
         Path | None, typer.Option(help="Also write the summary here as JSON.")
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Stream every task's full output.")
+    ] = False,
 ) -> None:
     """Run the whole pipeline locally (kfp.local) on the bundled sample or your own CSVs."""
     from digits.config import resolve_recipe
-    from digits.errors import RecipeError
+    from digits.errors import PipelineStepError, RecipeError
     from digits.local_run import LocalRunSettings, run_locally
 
     try:  # fail before the pipeline starts, not in its train task
@@ -75,11 +91,19 @@ def run(
         batch_size=batch_size,
         seed=seed,
         checkpoint_dir=checkpoint_dir,
+        run_name=run_name,
+        promotion_margin=promotion_margin,
+        max_recall_drop=max_recall_drop,
+        predict_model_uri=predict_model_uri,
+        predict_shards=predict_shards,
+        verbose=verbose,
     )
+    typer.echo(f"digits run: logs in {output_dir / 'logs'}")
     try:
         summary = run_locally(settings)
-    except RuntimeError as error:  # kfp.local: a task failed; its log above holds the reason
-        typer.secho(f"digits run: {error} The task's error is in its log above.", err=True)
+    except PipelineStepError as error:
+        typer.echo(f"  full log: {error.log_path}", err=True)
+        typer.echo(f"digits run: {error.task} failed: {error}", err=True)
         raise typer.Exit(1) from None
     if summary_json:
         summary.write_json(summary_json)
@@ -88,17 +112,60 @@ def run(
     rows = [
         ("held-out accuracy", held_out),
         ("validation accuracy", f"{summary.validation_accuracy:.2%}"),
-        ("model", summary.model_path),
-        ("predictions", summary.predictions_path),
-        ("MLflow run", summary.mlflow_run_id),
         ("model version", f"{summary.model_name} v{summary.model_version}"),
+        ("promotion", summary.promotion_decision),
+        ("predicted with", summary.predicted_with),
+        ("predictions", summary.predictions_path),
+        ("model", summary.model_path),
+        ("MLflow run", summary.mlflow_run_id),
         ("MLflow UI", summary.mlflow_ui_command),
+        ("task logs", summary.logs_dir),
         ("wall time", f"{summary.seconds:.0f} s"),
     ]
     # Plain lines, not a table: paths and the UI command must stay whole to be copied.
     typer.echo("\ndigits: local pipeline run finished")
     for name, value in rows:
         typer.echo(f"  {name:<20} {value}")
+
+
+@app.command()
+def ui(
+    output_dir: Annotated[Path, typer.Option(help="The --output-dir of `digits run`.")] = Path(
+        "local_runs"
+    ),
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on the local store that `digits run` wrote."""
+    import os
+
+    from digits.local_run import local_mlflow_store, mlflow_executable
+
+    if not (output_dir / "mlflow" / "mlflow.db").is_file():
+        typer.echo(
+            f"digits ui: no MLflow store in {output_dir / 'mlflow'}; run `digits run` first "
+            "(or pass the --output-dir it used)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    tracking_uri, artifact_location = local_mlflow_store(output_dir)
+    typer.echo(f"digits ui: MLflow UI on http://{host}:{port} (store {tracking_uri}); Ctrl+C stops")
+    executable = mlflow_executable()
+    os.execvp(
+        executable,
+        [
+            executable,
+            "ui",
+            "--backend-store-uri",
+            tracking_uri,
+            "--default-artifact-root",
+            artifact_location,
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ],
+    )
 
 
 # Compile options, shared by `compile` and `submit` (which compiles when given no --package).

@@ -31,3 +31,15 @@ class RecipeError(DigitsError):
 
 class CheckpointError(DigitsError):
     """A training checkpoint cannot be read or does not belong to this run's recipe."""
+
+
+class PipelineStepError(DigitsError):
+    """A step of a local pipeline run failed; ``str()`` is the step's own one-line error."""
+
+    def __init__(self, task: str, message: str, log_path):
+        super().__init__(message)
+        self.task, self.log_path = task, log_path
+
+
+class ModelArtifactError(DigitsError):
+    """A Model artifact directory holds no model this project can load."""
