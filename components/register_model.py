@@ -6,6 +6,7 @@ answer (see :mod:`digits.tracking`).
 """
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,7 +238,9 @@ class _RunLogger:
         report = self._data_report() or {}
         sha256 = report.get("source_sha256", "")
         source_uri = record.train_data_uri or report.get("source_uri", "") or "unknown"
-        source = resolve_dataset_source(source_uri)
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": same class twice
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(source_uri)
         # MLflow's dataset digest column holds 36 characters; the full hash is an input tag.
         training_set = MetaDataset(
             source, name=Path(source_uri).name or "train.csv", digest=sha256[:16] or None
