@@ -56,9 +56,12 @@ class TaskLogRouter(io.TextIOBase):
         log_dir.mkdir(parents=True, exist_ok=True)
         self.reporter = reporter
         self.echo = echo
-        self.tasks: dict[str, TaskRecord] = {}
+        self.tasks: dict[str, TaskRecord] = {}  # the latest run of each task name
+        # ParallelFor iterations run at once under one name: they share a log file and are
+        # matched to their status lines first in, first out.
+        self._running: dict[str, list[TaskRecord]] = {}
+        self._files: dict[str, IO[str]] = {}
         self._current: TaskRecord | None = None
-        self._current_file: IO[str] | None = None
         self._outputs_of: TaskRecord | None = None
         self._last_artifact: str | None = None
         self._partial = ""
@@ -80,33 +83,37 @@ class TaskLogRouter(io.TextIOBase):
         if self.echo is not None:
             self.echo.flush()
         self._pipeline_log.flush()
-        if self._current_file is not None:
-            self._current_file.flush()
+        for handle in self._files.values():
+            if not handle.closed:
+                handle.flush()
 
     def close(self) -> None:
+        if self.closed:
+            return
         if self._partial:
             self._line(self._partial)
             self._partial = ""
-        if self._current_file is not None:
-            self._current_file.close()
+        super().close()  # flushes first
+        for handle in self._files.values():
+            handle.close()
         self._pipeline_log.close()
-        super().close()
 
     def _line(self, raw: str) -> None:
         line = _ANSI.sub("", raw)
         self._pipeline_log.write(line + "\n")
         if started := _STARTED.search(line):
             self._start(started["task"])
-        if self._current_file is not None:
-            self._current_file.write(line + "\n")
+        if self._current is not None:
+            self._files[self._current.name].write(line + "\n")
         if self._outputs_of is not None:
             self._output_line(line)
         if finished := _FINISHED.search(line):
             self._finish(finished["task"], finished["status"])
         elif outputs := _OUTPUTS.search(line):
-            self._outputs_of = self.tasks.get(outputs["task"])
-        elif (no_outputs := _NO_OUTPUTS.search(line)) and no_outputs["task"] in self.tasks:
-            self._report_finished(self.tasks[no_outputs["task"]])
+            self._outputs_of = self._just_finished(outputs["task"])
+        elif no_outputs := _NO_OUTPUTS.search(line):
+            if record := self._just_finished(no_outputs["task"]):
+                self._report_finished(record)
         elif self._current is not None and (epoch := _EPOCH.search(line)):
             self.reporter.epoch(
                 self._current.name,
@@ -121,20 +128,26 @@ class TaskLogRouter(io.TextIOBase):
 
     def _start(self, task: str) -> None:
         self._end_outputs()
-        if self._current_file is not None:
-            self._current_file.close()
         record = TaskRecord(task, self.log_dir / f"{task}.log")
+        if task not in self._files or self._files[task].closed:
+            self._files[task] = open(record.log_path, "w")  # noqa: SIM115
+        self._running.setdefault(task, []).append(record)
         self.tasks[task] = self._current = record
-        self._current_file = open(record.log_path, "w")  # noqa: SIM115
         self.reporter.started(record)
 
     def _finish(self, task: str, status: str) -> None:
-        record = self.tasks.get(task)
-        if record is None:
+        running = self._running.get(task)
+        if not running:
             return
+        record = running.pop(0)
         record.status, record.seconds = status, time.monotonic() - record.started
+        self._finished_record = record
         if status != "SUCCESS":
             self._report_finished(record)
+
+    def _just_finished(self, task: str) -> TaskRecord | None:
+        record = getattr(self, "_finished_record", None)
+        return record if record is not None and record.name == task else self.tasks.get(task)
 
     def _output_line(self, line: str) -> None:
         """Lines of kfp.local's 'outputs:' block: parameters and artifact metadata."""
@@ -163,10 +176,10 @@ class TaskLogRouter(io.TextIOBase):
 
     def _report_finished(self, record: TaskRecord) -> None:
         if self._current is record:
-            self._current = None
-            if self._current_file is not None:
-                self._current_file.close()
-                self._current_file = None
+            running = self._running.get(record.name)
+            self._current = running[-1] if running else None
+        if not self._running.get(record.name) and record.name in self._files:
+            self._files[record.name].close()
         self.reporter.finished(record)
 
     def finish_pending(self) -> None:
@@ -203,7 +216,8 @@ class StepLabel:
 
 
 def _rows(record: TaskRecord, artifact: str) -> int | None:
-    return record.metadata.get(artifact, {}).get("rows")
+    rows = record.metadata.get(artifact, {}).get("rows")
+    return None if rows is None else int(rows)  # KFP metadata numbers come back as floats
 
 
 def _source_name(record: TaskRecord) -> str:
@@ -236,7 +250,7 @@ def _describe_train(record: TaskRecord) -> str:
     if "final_val_accuracy" not in model:
         return ""
     return (
-        f"{model.get('epochs_run', '?')} epochs, validation accuracy "
+        f"{int(model.get('epochs_run', 0))} epochs, validation accuracy "
         f"{model['final_val_accuracy']:.2%} (best {model.get('best_val_accuracy', 0):.2%})"
     )
 
@@ -272,16 +286,18 @@ def _describe_predict(record: TaskRecord) -> str:
     if "rows" not in shard:
         return ""
     where = (
-        f"shard {shard['shard_index'] + 1}/{shard['shard_count']}: "
+        f"shard {int(shard['shard_index']) + 1}/{int(shard['shard_count'])}: "
         if shard.get("shard_count", 1) > 1
         else ""
     )
-    return f"{where}{shard['rows']:,} rows with {shard.get('predicted_with', '?')}"
+    return f"{where}{int(shard['rows']):,} rows with {shard.get('predicted_with', '?')}"
 
 
 def _describe_collect(record: TaskRecord) -> str:
     submission = record.metadata.get("submission", {})
-    return f"{submission['rows']:,} predictions" if "rows" in submission else ""
+    if "rows" not in submission:
+        return ""
+    return f"{int(submission['rows']):,} predictions with {submission.get('predicted_with', '?')}"
 
 
 STEP_LABELS: dict[str, StepLabel] = {
