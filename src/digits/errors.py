@@ -15,3 +15,27 @@ class DataValidationError(DigitsError):
 
 class RegistrationError(DigitsError):
     """The model could not be logged or registered in MLflow."""
+
+
+class SourceNotFoundError(IngestError):
+    """The source path or URL does not exist or cannot be reached."""
+
+
+class NotACsvError(IngestError):
+    """The source is empty, binary, wrongly delimited or not a single CSV."""
+
+
+class ColumnError(DataValidationError):
+    """The header does not name Kaggle's columns: missing, duplicated or surplus ones."""
+
+
+class NoDataRowsError(DataValidationError):
+    """The file holds a header but no data rows."""
+
+
+class TooManyRejectedRowsError(DataValidationError):
+    """More rows were rejected than ``max_rejected_fraction`` allows."""
+
+
+class MissingDigitsError(DataValidationError):
+    """Training data lacks every example of one or more digits."""
