@@ -390,8 +390,8 @@ def _check_outcome(report: ValidationReport, source: str) -> None:
             f"{source}: {report.rejected_rows} of {report.rows_in} rows rejected "
             f"({fraction:.2%}, allowed {report.max_rejected_fraction:.2%}), first at row "
             f"{first['source_row']}: {first['reason']}. Fix those rows, or raise "
-            "max_rejected_fraction to drop them; every rejected row is kept in the 'rejected' "
-            "artifact"
+            "max_rejected_fraction (--max-rejected-fraction) to drop them; every rejected "
+            "row is kept in the 'rejected' artifact"
         )
     if report.missing_digits:
         missing = ", ".join(map(str, report.missing_digits))

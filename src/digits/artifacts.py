@@ -115,7 +115,7 @@ class ValidationReport:
             f"valid           {self.valid_rows}",
             f"rejected        {self.rejected_rows}",
         ]
-        lines += [f"  {kind:<14}{count}" for kind, count in sorted(self.rejections.items())]
+        lines += [f"  {kind}: {count}" for kind, count in sorted(self.rejections.items())]
         lines += [f"  row {item['source_row']}: {item['reason']}" for item in self.first_rejections]
         if self.pixel_naming:
             order = ", reordered by name" if self.pixels_reordered else ""
