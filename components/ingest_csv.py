@@ -74,6 +74,12 @@ def _open_source(source_uri: str):
     try:
         return fsspec.open(source_uri, "rb").open()
     except FileNotFoundError as error:
+        # fsspec's HTTP filesystem reports a refused connection as FileNotFoundError too.
+        if isinstance(error.__cause__, OSError):
+            raise SourceNotFoundError(
+                f"{source_uri}: cannot be reached ({_one_line(error.__cause__)}); check the URL, "
+                "the network and that the server is up"
+            ) from error
         raise SourceNotFoundError(f"{source_uri}: file not found; check the path or URL") from error
     except ImportError as error:
         raise IngestError(
