@@ -1,7 +1,5 @@
 """Step 2: stream the ingested CSV in batches, check every cell, split valid from rejected rows."""
 
-from __future__ import annotations
-
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
