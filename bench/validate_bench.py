@@ -116,7 +116,7 @@ def main() -> None:
             _, peak = compare(large, 1, with_baseline=False)["ingest+validate"]
             verdict = "within" if peak <= MEMORY_BUDGET_MIB else "OVER"
             print(
-                f"peak RSS {peak:.0f} MiB on the 1 GB file: {verdict} the budget of "
+                f"peak RSS {peak:.0f} MiB on the 1 GiB file: {verdict} the budget of "
                 f"{MEMORY_BUDGET_MIB} MiB"
             )
 
