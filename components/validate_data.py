@@ -353,8 +353,13 @@ def _judge_text(column, upper: int) -> tuple[np.ndarray, np.ndarray]:
     import pandas as pd
 
     is_null = column.is_null().to_numpy(zero_copy_only=False)
-    numbers = pd.to_numeric(pd.Series(column.to_pylist(), dtype=object), errors="coerce")
-    numbers = numbers.to_numpy(dtype=np.float64)
+    texts = column.to_pylist()
+    numbers = pd.to_numeric(pd.Series(texts, dtype=object), errors="coerce")
+    numbers = numbers.to_numpy(dtype=np.float64, copy=True)
+    # The fast path takes whatever pyarrow parses as an integer, hex ("0x1F") included; take
+    # the same here, so a cell's verdict never depends on its neighbours.
+    for index in np.flatnonzero(np.isnan(numbers) & ~is_null):
+        numbers[index] = _pyarrow_integer(texts[index])
     codes = np.full(len(numbers), OK, dtype=np.uint8)
     with np.errstate(invalid="ignore"):
         codes[(numbers < 0) | (numbers > upper) | np.isinf(numbers)] = OUT_OF_RANGE
@@ -363,6 +368,15 @@ def _judge_text(column, upper: int) -> tuple[np.ndarray, np.ndarray]:
     codes[is_null] = MISSING
     values = np.where(codes == OK, numbers, 0).astype(np.int16)
     return values, codes
+
+
+def _pyarrow_integer(text: str) -> float:
+    import pyarrow as pa
+
+    try:
+        return float(pa.scalar(text).cast(pa.int64()).as_py())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return float("nan")
 
 
 def _write_rejected(writer, schema, tally, batch, columns, rows, codes, bad, names, upper):

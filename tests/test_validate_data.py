@@ -85,6 +85,7 @@ def _damaged(sample_train) -> pd.DataFrame:
     frame.loc[15, "pixel4"] = 70000  # row 16: out of range, beyond int16
     frame.loc[17, "pixel4"] = "2.5"  # row 18: not an integer
     frame.loc[18, "pixel4"] = "4.0"  # row 19: an integer written as a float: valid
+    frame.loc[19, "pixel4"] = "0x1F"  # row 20: hex, as pyarrow parses it: valid (31)
     return frame
 
 
@@ -110,6 +111,7 @@ def test_bad_rows_are_rejected_with_a_reason_and_nothing_is_lost(tmp_path, sampl
     row_8 = rejected.loc[rejected[SOURCE_ROW_COLUMN] == 8, "row"].item().split(",")
     assert len(row_8) == 785 and row_8[10] == "x"
     assert valid.loc[valid[SOURCE_ROW_COLUMN] == 19, "pixel4"].item() == 4
+    assert valid.loc[valid[SOURCE_ROW_COLUMN] == 20, "pixel4"].item() == 31
     assert report.rejections == {
         "out of range": 3,
         "missing value": 2,
