@@ -15,9 +15,9 @@ from digits.errors import PredictionError
 
 def _validated(tmp_path, frame: pd.DataFrame, max_rejected_fraction=0.0):
     frame.to_csv(tmp_path / "test.csv", index=False)
-    ingest_csv(str(tmp_path / "test.csv"), tmp_path / "raw.parquet")
+    ingest_csv(str(tmp_path / "test.csv"), tmp_path / "dataset")
     validate_data(
-        tmp_path / "raw.parquet",
+        tmp_path / "dataset",
         tmp_path / "valid.parquet",
         tmp_path / "rejected.parquet",
         tmp_path / "report.json",

@@ -198,6 +198,37 @@ MlflowSecretOption = Annotated[
 ]
 
 
+@app.command()
+def validate(
+    file: Annotated[str, typer.Argument(help="CSV to check (path or URL; .gz and .zip too).")],
+    predict: Annotated[
+        bool, typer.Option("--predict", help="Prediction data: no label needed (one is ignored).")
+    ] = False,
+    max_rejected_fraction: Annotated[
+        float, typer.Option(help="Share of invalid rows the pipeline would drop, not fail on.")
+    ] = 0.0,
+    report_json: Annotated[
+        Path | None, typer.Option(help="Also write the validation report here as JSON.")
+    ] = None,
+) -> None:
+    """Check a CSV with the pipeline's own ingest and validate steps; exit 1 if it would fail."""
+    from digits.validation import check_csv
+
+    check = check_csv(
+        file,
+        require_label=not predict,
+        max_rejected_fraction=max_rejected_fraction,
+        report_json=report_json,
+    )
+    if check.report is not None:
+        for line in check.report.summary_lines():
+            typer.echo(line)
+    if not check.passed:
+        typer.echo(check.error, err=True)  # the one-line reason, always the last line
+        raise typer.Exit(1)
+    typer.echo(f"{file}: passes validation")
+
+
 @app.command(name="compile")
 def compile_(
     output: Annotated[Path, typer.Option(help="Where to write the KFP IR YAML.")] = Path(

@@ -43,3 +43,27 @@ class PipelineStepError(DigitsError):
 
 class ModelArtifactError(DigitsError):
     """A Model artifact directory holds no model this project can load."""
+
+
+class SourceNotFoundError(IngestError):
+    """The source path or URL does not exist or cannot be reached."""
+
+
+class NotACsvError(IngestError):
+    """The source is empty, binary, wrongly delimited or not a single CSV."""
+
+
+class ColumnError(DataValidationError):
+    """The header does not name Kaggle's columns: missing, duplicated or surplus ones."""
+
+
+class NoDataRowsError(DataValidationError):
+    """The file holds a header but no data rows."""
+
+
+class TooManyRejectedRowsError(DataValidationError):
+    """More rows were rejected than ``max_rejected_fraction`` allows."""
+
+
+class MissingDigitsError(DataValidationError):
+    """Training data lacks every example of one or more digits."""
