@@ -161,8 +161,17 @@ class _RunLogger:
         """The user's name, else the recipe and the settings that differ from it."""
         if self.record.run_name:
             return self.record.run_name
+        from dataclasses import asdict
+
+        from digits.config import RECIPES
+
         recipe = self.training.get("recipe", self.family)
-        changed = self.training.get("overrides", {})
+        defaults = asdict(RECIPES[recipe]) if recipe in RECIPES else {}
+        changed = {
+            key: value
+            for key, value in self.training["config"].items()
+            if key in defaults and defaults[key] != value
+        }
         details = " ".join(f"{key}={value}" for key, value in sorted(changed.items()))
         return f"{recipe} {details}".strip()
 

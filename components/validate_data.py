@@ -485,6 +485,13 @@ def component(image: str):
         )
         valid.metadata["rows"] = summary.valid_rows
         rejected.metadata["rows"] = summary.rejected_rows
-        report.metadata["source_sha256"] = summary.source_sha256
+        report.metadata.update(
+            {
+                "source_uri": summary.source_uri,
+                "source_sha256": summary.source_sha256,
+                "rows_in": summary.rows_in,
+                "duplicate_rows": summary.duplicate_rows,
+            }
+        )
 
     return validate_data

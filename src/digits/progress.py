@@ -229,15 +229,23 @@ def _source_name(record: TaskRecord) -> str:
 
 
 def _describe_ingest(record: TaskRecord) -> str:
-    rows = _rows(record, "dataset")
-    return f"{_source_name(record)}: {rows:,} rows read" if rows is not None else ""
+    source = record.metadata.get("dataset", {})
+    if "size_bytes" not in source:
+        return ""
+    return (
+        f"{_source_name(record)}: {source['size_bytes'] / 1e6:.1f} MB, "
+        f"sha256 {str(source.get('sha256', ''))[:12]}"
+    )
 
 
 def _describe_validate(record: TaskRecord) -> str:
     valid, rejected = _rows(record, "valid"), _rows(record, "rejected")
     if valid is None:
         return ""
-    return f"{_source_name(record)}: {valid:,} valid, {rejected or 0:,} rejected"
+    duplicates = int(record.metadata.get("report", {}).get("duplicate_rows", 0))
+    return f"{_source_name(record)}: {valid:,} valid, {rejected or 0:,} rejected" + (
+        f", {duplicates:,} duplicates" if duplicates else ""
+    )
 
 
 def _describe_split(record: TaskRecord) -> str:
