@@ -126,9 +126,8 @@ def batch_predict(
         resolved = ResolvedModel(uri=model_uri, requested=model_uri)
         predict = load_predictor(Path(model_uri), batch_size)
     else:
-        mlflow.set_tracking_uri(tracking_uri)  # models:/ URIs resolve through the fluent API
         resolved = resolve_model(mlflow.MlflowClient(tracking_uri), model_uri)
-        predict = load_logged_predictor(resolved.uri, batch_size)
+        predict = load_logged_predictor(resolved.uri, tracking_uri, batch_size)
 
     table = pq.read_table(rows_path)
     start = table.num_rows * shard_index // shard_count

@@ -224,7 +224,9 @@ def _decide_against_champion(
             **common,
         )
     champion_uri = f"models:/{model_name}/{champion.version}"
-    champion_predictor = retry(budget, lambda: load_logged_predictor(champion_uri))
+    champion_predictor = retry(
+        budget, lambda: load_logged_predictor(champion_uri, client.tracking_uri)
+    )
     incumbent = evaluate_probabilities(validation.labels, champion_predictor(validation.images))
     promote, reason, deltas = decide(
         candidate.accuracy,

@@ -5,9 +5,14 @@ from __future__ import annotations
 from digits.predictor import Predictor
 
 
-def load_logged_predictor(model_uri: str, batch_size: int = 512) -> Predictor:
+def load_logged_predictor(model_uri: str, tracking_uri: str, batch_size: int = 512) -> Predictor:
     """An MLflow model URI (``models:/name@alias``, ``models:/name/3``, ``runs:/...``)."""
+    import mlflow
     from mlflow.models import Model
+
+    # models:/ and runs:/ URIs resolve through the fluent API's tracking and registry URIs.
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
 
     flavors = Model.load(model_uri).flavors
     if "keras" in flavors:

@@ -106,10 +106,15 @@ def tracking_session(tracking_uri: str, budget: Budget) -> Iterator[None]:
         if not (isinstance(error, MlflowException) or is_transient(error)):
             raise
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-        waited = "" if not is_transient(error) else f" after retrying for {budget.seconds:.0f} s"
+        if is_transient(error):
+            raise RegistrationError(
+                f"MLflow at {tracking_uri}: {first_line} after retrying for "
+                f"{budget.seconds:.0f} s; check mlflow_tracking_uri and that the tracking server "
+                "is reachable, then retry the task (it registers exactly once)"
+            ) from error
         raise RegistrationError(
-            f"MLflow at {tracking_uri}: {first_line}{waited}; check mlflow_tracking_uri and that "
-            "the tracking server is reachable, then retry the task (it registers exactly once)"
+            f"MLflow at {tracking_uri}: {first_line}; check the experiment, model and "
+            "credentials named in the pipeline's parameters"
         ) from error
     finally:
         for key, value in saved.items():
