@@ -121,7 +121,7 @@ def decide(
 
 
 def promote_model(
-    model_dir: Path,
+    evaluation_path: Path,
     validation_path: Path,
     tracking_uri: str,
     model_name: str,
@@ -132,9 +132,10 @@ def promote_model(
 ) -> PromotionDecision:
     """Give ``candidate_version`` alias champion or challenger; record why on the version.
 
-    ``model_dir`` is the candidate's own artifact (the same files as the registered version).
-    The decision is recorded on the version before the alias moves, so a retried task applies
-    the recorded decision instead of deciding again against a champion it may have replaced.
+    ``evaluation_path`` holds the candidate's scores on ``validation_path`` (the evaluate step's
+    report); the current champion is scored here on the same rows. The decision is recorded on
+    the version before the alias moves, so a retried task applies the recorded decision instead
+    of deciding again against a champion it may have replaced.
     """
     from mlflow import MlflowClient
 
@@ -153,7 +154,7 @@ def promote_model(
             decision = _decide_against_champion(
                 client,
                 budget,
-                model_dir,
+                evaluation_path,
                 validation_path,
                 model_name,
                 candidate_version,
@@ -180,7 +181,7 @@ def promote_model(
 def _decide_against_champion(
     client,
     budget,
-    model_dir: Path,
+    evaluation_path: Path,
     validation_path: Path,
     model_name: str,
     candidate_version: str,
@@ -189,9 +190,9 @@ def _decide_against_champion(
 ) -> PromotionDecision:
     from mlflow.exceptions import MlflowException
 
+    from digits.artifacts import Evaluation
     from digits.data import ImageSet
     from digits.evaluation import evaluate_probabilities
-    from digits.predictor import load_predictor
     from digits.registry import load_logged_predictor
     from digits.tracking import retry
 
@@ -212,9 +213,12 @@ def _decide_against_champion(
         "validation_rows": len(validation),
         **rules,
     }
-    candidate = evaluate_probabilities(
-        validation.labels, load_predictor(model_dir)(validation.images)
-    )
+    candidate = Evaluation.read(evaluation_path)
+    if sum(candidate.support) != len(validation):
+        raise ValueError(
+            f"{evaluation_path}: scores {sum(candidate.support)} rows, the validation split has "
+            f"{len(validation)}; pass the evaluate step's report for this run's split"
+        )
     if champion is None or str(champion.version) == str(candidate_version):
         return PromotionDecision(
             alias=CHAMPION,
@@ -253,11 +257,11 @@ def component(image: str):
     from typing import NamedTuple
 
     from kfp import dsl
-    from kfp.dsl import Dataset, Input, Markdown, Model, Output
+    from kfp.dsl import Artifact, Dataset, Input, Markdown, Output
 
     @dsl.component(base_image=image, install_kfp_package=False)
     def promote_model(
-        model: Input[Model],
+        evaluation: Input[Artifact],
         validation: Input[Dataset],
         mlflow_tracking_uri: str,
         registered_model_name: str,
@@ -277,7 +281,7 @@ def component(image: str):
         from digits.tracking import mlflow_run_url
 
         decision = run(
-            Path(model.path),
+            Path(evaluation.path),
             Path(validation.path),
             tracking_uri=mlflow_tracking_uri,
             model_name=registered_model_name,

@@ -153,7 +153,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         use_mlflow_credentials(registration, settings)
 
         promotion = promote_model_op(
-            model=trained.outputs["model"],
+            evaluation=evaluation.outputs["report"],
             validation=split.outputs["validation"],
             mlflow_tracking_uri=mlflow_tracking_uri,
             registered_model_name=registered_model_name,

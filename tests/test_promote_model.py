@@ -9,12 +9,14 @@ import json
 import numpy as np
 import pytest
 import scripted_models
-from kfp.dsl import Dataset, Markdown, Model
+from kfp.dsl import Artifact, Dataset, Markdown
 from mlflow import MlflowClient
 
 from digits.components import promote_model
 from digits.components.promote_model import CHALLENGER, CHAMPION, decide
 from digits.data import ImageSet
+from digits.evaluation import evaluate_probabilities
+from digits.predictor import all_class_probabilities
 
 
 @pytest.fixture(scope="module")
@@ -55,18 +57,21 @@ def test_the_gate_promotes_only_a_model_that_wins_overall_and_on_every_digit(
     spread = list(range(0, len(labels), 5))  # every 5th row: all digits touched
 
     def candidate(name: str, wrong: list[int]):
-        model_dir = scripted_models.save(
-            scripted_models.ScriptedClassifier(
-                validation.images, scripted_models.scripted(labels, wrong)
-            ),
-            tmp_path / name,
+        """Registers a scripted model; returns its evaluation on the split, and its version."""
+        classifier = scripted_models.ScriptedClassifier(
+            validation.images, scripted_models.scripted(labels, wrong)
         )
+        model_dir = scripted_models.save(classifier, tmp_path / name)
         version = _register(client, model_name, model_dir, experiment_id)
-        return model_dir, version
+        evaluation_path = tmp_path / f"{name}.json"
+        evaluate_probabilities(
+            labels, all_class_probabilities(classifier, validation.images)
+        ).write(evaluation_path)
+        return evaluation_path, version
 
-    def gate(model_dir, version):
+    def gate(evaluation_path, version):
         return promote_model.promote_model(
-            model_dir, split_sets[1], mlflow_server, model_name, version, timeout_s=60
+            evaluation_path, split_sets[1], mlflow_server, model_name, version, timeout_s=60
         )
 
     def champion():
@@ -91,8 +96,8 @@ def test_the_gate_promotes_only_a_model_that_wins_overall_and_on_every_digit(
     # Better overall (3 wrong < 4), but all three mistakes on one digit that v3 got right.
     digit = int(labels[[i for i in range(len(labels)) if i not in spread[:4]][0]])
     lopsided_wrong = _wrong_rows(labels, digit=digit, count=3, skip=spread[:4])
-    lopsided_dir, lopsided_version = candidate("lopsided", lopsided_wrong)
-    lopsided = gate(lopsided_dir, lopsided_version)
+    lopsided_scores, lopsided_version = candidate("lopsided", lopsided_wrong)
+    lopsided = gate(lopsided_scores, lopsided_version)
     assert lopsided.candidate_accuracy > lopsided.champion_accuracy
     assert lopsided.alias == CHALLENGER and f"recall of digit {digit} drops" in lopsided.reason
     assert champion() == "3"
@@ -103,7 +108,7 @@ def test_the_gate_promotes_only_a_model_that_wins_overall_and_on_every_digit(
     assert version.tags["promotion.compared_with"] == "3"
 
     # A retried task re-applies the recorded decision; nothing moves.
-    again = gate(lopsided_dir, lopsided_version)
+    again = gate(lopsided_scores, lopsided_version)
     assert again == lopsided and champion() == "3"
 
 
@@ -124,14 +129,17 @@ def test_wrapper_writes_the_decision_as_markdown(
     experiment_id = client.create_experiment(experiment_name)
     model_name = f"{experiment_name}-model"
     client.create_registered_model(model_name)
-    model_dir = scripted_models.save(
-        scripted_models.ScriptedClassifier(validation.images, validation.labels), tmp_path / "m"
-    )
+    classifier = scripted_models.ScriptedClassifier(validation.images, validation.labels)
+    model_dir = scripted_models.save(classifier, tmp_path / "m")
     version = _register(client, model_name, model_dir, experiment_id)
+    evaluation_path = tmp_path / "evaluation.json"
+    evaluate_probabilities(
+        validation.labels, all_class_probabilities(classifier, validation.images)
+    ).write(evaluation_path)
     report = Markdown(name="decision_report", uri=str(tmp_path / "decision.md"))
 
     outputs = promote_model.component("digits:test").python_func(
-        model=Model(name="model", uri=str(model_dir)),
+        evaluation=Artifact(name="report", uri=str(evaluation_path)),
         validation=Dataset(name="validation", uri=str(split_sets[1])),
         mlflow_tracking_uri=mlflow_server,
         registered_model_name=model_name,
