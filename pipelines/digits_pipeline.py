@@ -2,7 +2,8 @@
 
 ingest_csv -> validate_data -> normalize_and_split -> train_model (GPU pool) -> evaluate_model
 -> register_model (MLflow) -> batch_predict, with the unlabeled CSV ingested and validated
-alongside. Placement, retries and caching are set here; the components hold only logic.
+alongside, and a CPU-only classical baseline (train_baseline -> evaluate_model) beside the CNN.
+Placement, retries and caching are set here; the components hold only logic.
 """
 
 from dataclasses import dataclass, field
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from digits import __version__
 from digits.config import TrainConfig
+from digits.errors import SettingsError
 
 PIPELINE_NAME = "digits-recognizer"
 DEFAULT_MLFLOW_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
@@ -41,6 +43,15 @@ class ClusterSettings:
     train_memory: str = "16G"
     step_memory: str = "4G"
     train_retries: int = 2
+    baseline_cpu: str = "2"
+
+    def __post_init__(self) -> None:
+        if self.gpu_count > 1:
+            raise SettingsError(
+                f"{self.gpu_count} GPUs requested, but the train step trains on one device, so "
+                f"{self.gpu_count - 1} would sit idle: compile with --gpus 1 (a bigger GPU is "
+                "the way to go faster)."
+            )
 
 
 def build_pipeline(settings: ClusterSettings | None = None):
@@ -56,6 +67,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         ingest_csv,
         normalize_and_split,
         register_model,
+        train_baseline,
         train_model,
         validate_data,
     )
@@ -67,6 +79,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
     validate_data_op = validate_data.component(image)
     normalize_and_split_op = normalize_and_split.component(image)
     train_model_op = train_model.component(train_image)
+    train_baseline_op = train_baseline.component(image)
     evaluate_model_op = evaluate_model.component(image)
     register_model_op = register_model.component(image)
     batch_predict_op = batch_predict.component(image)
@@ -116,6 +129,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         min_learning_rate: float = defaults.min_learning_rate,
         augment: bool = defaults.augment,
         seed: int = defaults.seed,
+        train_baseline: bool = True,
     ) -> PipelineOutputs:
         train_rows = validated_rows(train_data_uri, "train.csv", True, max_rejected_fraction)
         split = normalize_and_split_op(
@@ -157,6 +171,18 @@ def build_pipeline(settings: ClusterSettings | None = None):
         )
         # Registration writes to MLflow: never skip it on a cache hit; retry transient errors.
         registration.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
+
+        # The classical baseline, on CPU beside the CNN, scored by the same step on the same rows.
+        # KFP cannot return outputs of tasks under dsl.If as pipeline outputs (only dsl.OneOf
+        # over If/Else branches); steps that use them go inside this block.
+        with dsl.If(train_baseline == True, name="baseline"):  # noqa: E712 (a KFP condition)
+            baseline = train_baseline_op(train=split.outputs["train"], seed=seed)
+            baseline.set_display_name("train baseline").set_cpu_request(settings.baseline_cpu)
+            baseline_evaluation = evaluate_model_op(
+                model=baseline.outputs["model"], validation=split.outputs["validation"]
+            ).set_display_name("evaluate baseline")
+            for task in (baseline, baseline_evaluation):
+                task.set_memory_request(settings.step_memory)
 
         predict_rows = validated_rows(predict_data_uri, "test.csv", False, max_rejected_fraction)
         predictions = batch_predict_op(

@@ -10,8 +10,11 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# Inside the train step's Model artifact (a directory).
+# Inside a Model artifact (a directory): exactly one of these two, which tells the model's kind.
+# The train step's Keras model, taking images (n, 28, 28, 1).
 MODEL_FILENAME = "model.keras"
+# The baseline's scikit-learn classifier (joblib), taking flattened pixels (n, 784) in [0, 1].
+SKLEARN_MODEL_FILENAME = "model.joblib"
 # Beside the model: the fully resolved recipe and the fit's result (logged to MLflow as params).
 TRAINING_FILENAME = "training.json"
 CLASS_NAMES = [str(digit) for digit in range(10)]

@@ -104,24 +104,31 @@ def compile_(
         list[str] | None,
         typer.Option(help="KEY[=VALUE][:EFFECT] taint of the GPU node pool (repeatable)."),
     ] = None,
-    gpus: Annotated[int, typer.Option(help="nvidia.com/gpu limit of the training task.")] = 1,
+    gpus: Annotated[
+        int, typer.Option(help="nvidia.com/gpu limit of the training task (one device: 0 or 1).")
+    ] = 1,
 ) -> None:
     """Compile the pipeline to KFP v2 IR YAML for a cluster."""
+    from digits.errors import SettingsError
     from digits.pipelines.digits_pipeline import ClusterSettings, compile_pipeline
 
     defaults = ClusterSettings()
-    settings = replace(
-        defaults,
-        image=image or defaults.image,
-        train_image=train_image or defaults.train_image,
-        gpu_node_selector=dict(_parse_label(item) for item in gpu_node_selector)
-        if gpu_node_selector
-        else defaults.gpu_node_selector,
-        gpu_tolerations=tuple(_parse_toleration(item) for item in gpu_toleration)
-        if gpu_toleration
-        else defaults.gpu_tolerations,
-        gpu_count=gpus,
-    )
+    try:
+        settings = replace(
+            defaults,
+            image=image or defaults.image,
+            train_image=train_image or defaults.train_image,
+            gpu_node_selector=dict(_parse_label(item) for item in gpu_node_selector)
+            if gpu_node_selector
+            else defaults.gpu_node_selector,
+            gpu_tolerations=tuple(_parse_toleration(item) for item in gpu_toleration)
+            if gpu_toleration
+            else defaults.gpu_tolerations,
+            gpu_count=gpus,
+        )
+    except SettingsError as error:
+        typer.secho(f"digits compile: {error}", err=True)
+        raise typer.Exit(2) from None
     compile_pipeline(output, settings)
     typer.echo(f"wrote {output}")
 

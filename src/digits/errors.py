@@ -15,3 +15,11 @@ class DataValidationError(DigitsError):
 
 class RegistrationError(DigitsError):
     """The model could not be logged or registered in MLflow."""
+
+
+class ModelArtifactError(DigitsError):
+    """A Model artifact directory holds no model this project can load."""
+
+
+class SettingsError(DigitsError):
+    """A compile or run setting asks for something the pipeline cannot honour."""
