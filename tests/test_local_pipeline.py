@@ -63,6 +63,11 @@ def test_every_task_wrote_its_artifacts(local_run):
     assert len(json.loads(_task(run_dir, "train-model", "history").read_text())) == 1
     evaluation = Evaluation.read(_task(run_dir, "evaluate-model", "report"))
     assert np.array(evaluation.confusion_matrix).sum() == 40
+    # The baseline branch (on by default), scored by the same step on the same 40 rows.
+    assert (_task(run_dir, "train-baseline", "model") / "model.joblib").is_file()
+    baseline = Evaluation.read(_task(run_dir, "evaluate-model-2", "report"))
+    assert np.array(baseline.confusion_matrix).sum() == 40
+    assert baseline.support == evaluation.support
     submission = pd.read_csv(_task(run_dir, "batch-predict", "submission"))
     assert list(submission.columns) == ["ImageId", "Label"]
     assert submission["ImageId"].tolist() == list(range(1, 61))

@@ -55,16 +55,6 @@ def test_same_seed_gives_the_same_model(tmp_path, baseline, split_sets):
     assert np.array_equal(first(images), again(images))
 
 
-def test_gradient_boosting_recipe_also_fits(tmp_path, split_sets):
-    train_baseline.train_baseline(
-        split_sets[0], tmp_path / "model", tmp_path / "h.json", recipe="hist-gradient-boosting"
-    )
-    training = json.loads((tmp_path / "model" / TRAINING_FILENAME).read_text())
-    assert training["recipe"] == "hist-gradient-boosting"
-    probabilities = load_predictor(tmp_path / "model")(ImageSet.load(split_sets[1]).images)
-    assert probabilities.shape[1] == 10
-
-
 def test_unknown_recipe_is_refused_naming_the_choices(tmp_path, split_sets):
     with pytest.raises(SettingsError, match="pca-svc"):
         train_baseline.train_baseline(split_sets[0], tmp_path, tmp_path / "h.json", recipe="knn")
