@@ -4,7 +4,6 @@ import pytest
 from kfp.dsl import Artifact, Model
 from mlflow import MlflowClient
 
-from digits.artifacts import MODEL_FILENAME
 from digits.components import register_model
 from digits.components.evaluate_model import evaluate_model
 from digits.components.register_model import PIPELINE_RUN_TAG, RunRecord
@@ -15,7 +14,7 @@ from digits.local_run import local_mlflow_store
 @pytest.fixture(scope="module")
 def evaluation_path(tmp_path_factory, trained_model, split_sets):
     path = tmp_path_factory.mktemp("evaluation") / "report.json"
-    evaluate_model(trained_model[0] / MODEL_FILENAME, split_sets[1], path)
+    evaluate_model(trained_model[0], split_sets[1], path)
     return path
 
 
