@@ -3,8 +3,9 @@
 ingest_csv -> validate_data -> normalize_and_split -> train_model (GPU pool) -> evaluate_model
 -> register_model (MLflow) -> promote_model (champion/challenger) -> batch_predict (the
 registry's champion, over N shards) -> collect_predictions, with the unlabeled CSV ingested and
-validated alongside. Placement, retries, caching and secrets are set here (helpers in
-``placement``); the components hold only logic.
+validated alongside, and a CPU-only classical baseline (train_baseline -> evaluate_model ->
+register_model, its own MLflow run) beside the CNN. Placement, retries, caching and secrets are
+set here (helpers in ``placement``); the components hold only logic.
 """
 
 from pathlib import Path
@@ -38,6 +39,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         plan_prediction_shards,
         promote_model,
         register_model,
+        train_baseline,
         train_model,
         validate_data,
     )
@@ -48,6 +50,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
     validate_data_op = validate_data.component(image)
     normalize_and_split_op = normalize_and_split.component(image)
     train_model_op = train_model.component(train_image)
+    train_baseline_op = train_baseline.component(image)
     evaluate_model_op = evaluate_model.component(image)
     register_model_op = register_model.component(image)
     promote_model_op = promote_model.component(image)
@@ -106,6 +109,8 @@ def build_pipeline(settings: ClusterSettings | None = None):
         seed: int = 2,
         checkpoint_root: str = "",
         checkpoint_dir: str = "",
+        train_baseline: bool = True,
+        baseline_candidate: bool = False,
     ) -> PipelineOutputs:
         train_rows = validated_rows(train_data_uri, "train.csv", True, max_rejected_fraction)
         split = normalize_and_split_op(
@@ -167,6 +172,59 @@ def build_pipeline(settings: ClusterSettings | None = None):
         # Moves aliases in the registry: never a cache hit; a retry re-applies its decision.
         promotion.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
         use_mlflow_credentials(promotion, settings)
+        # The classical baseline, on CPU beside the CNN, scored by the same step on the same rows
+        # and logged as its own MLflow run. KFP returns no outputs of tasks under dsl.If, so
+        # every step that uses them is inside this block.
+        with dsl.If(train_baseline == True, name="baseline"):  # noqa: E712 (a KFP condition)
+            baseline = train_baseline_op(train=split.outputs["train"], seed=seed)
+            baseline.set_display_name("train baseline")
+            baseline_evaluation = evaluate_model_op(
+                model=baseline.outputs["model"], validation=split.outputs["validation"]
+            ).set_display_name("evaluate baseline")
+            baseline_registration = register_model_op(
+                model=baseline.outputs["model"],
+                history=baseline.outputs["history"],
+                evaluation=baseline_evaluation.outputs["report"],
+                validation=split.outputs["validation"],
+                data_report=train_rows.outputs["report"],
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                experiment_name=experiment_name,
+                registered_model_name=registered_model_name,
+                mlflow_artifact_location=mlflow_artifact_location,
+                train_data_uri=train_data_uri,
+                validation_fraction=validation_fraction,
+                split_seed=split_seed,
+                run_name="",
+                # A promotion candidate only when asked: then it registers and meets the gate.
+                register_version=baseline_candidate,
+                kfp_ui_url=kfp_ui_url,
+                mlflow_timeout_s=mlflow_timeout_s,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            ).set_display_name("register baseline")
+            baseline_registration.set_caching_options(False).set_retry(
+                num_retries=3, backoff_duration="30s"
+            )
+            use_mlflow_credentials(baseline_registration, settings)
+            with dsl.If(baseline_candidate == True, name="baseline-candidate"):  # noqa: E712
+                # After the CNN's gate, so the two candidates never race for the alias.
+                baseline_promotion = promote_model_op(
+                    evaluation=baseline_evaluation.outputs["report"],
+                    validation=split.outputs["validation"],
+                    mlflow_tracking_uri=mlflow_tracking_uri,
+                    registered_model_name=registered_model_name,
+                    model_version=baseline_registration.outputs["model_version"],
+                    mlflow_run_id=baseline_registration.outputs["mlflow_run_id"],
+                    mlflow_experiment_id=baseline_registration.outputs["mlflow_experiment_id"],
+                    promotion_margin=promotion_margin,
+                    max_recall_drop=max_recall_drop,
+                    mlflow_timeout_s=mlflow_timeout_s,
+                ).after(promotion)
+                baseline_promotion.set_display_name("promote baseline")
+                baseline_promotion.set_caching_options(False).set_retry(
+                    num_retries=3, backoff_duration="30s"
+                )
+                use_mlflow_credentials(baseline_promotion, settings)
 
         predict_rows = validated_rows(predict_data_uri, "test.csv", False, max_rejected_fraction)
         shards = plan_prediction_shards_op(shard_count=predict_shards)

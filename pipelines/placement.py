@@ -61,6 +61,16 @@ class ClusterSettings:
     # Secret with MLFLOW_CREDENTIAL_KEYS; optional, so a tracking server without auth works.
     mlflow_secret: str = "mlflow-credentials"
 
+    def __post_init__(self) -> None:
+        from digits.errors import SettingsError
+
+        if self.gpu_count > 1:
+            raise SettingsError(
+                f"{self.gpu_count} GPUs requested, but the train step trains on one device, so "
+                f"{self.gpu_count - 1} would sit idle: compile with --gpus 1 (a bigger GPU is "
+                "the way to go faster)."
+            )
+
 
 def secure(task, settings: ClusterSettings) -> None:
     """Run the task's container as the image's non-root user."""

@@ -110,7 +110,7 @@ def registered_champion(tmp_path_factory, mlflow_server, trained_model, split_se
     from digits.components.register_model import RunRecord
 
     work = tmp_path_factory.mktemp("registry")
-    evaluate_model(trained_model[0] / "model.keras", split_sets[1], work / "evaluation.json")
+    evaluate_model(trained_model[0], split_sets[1], work / "evaluation.json")
     name = f"predict-{work.name}"
     registration = register_model.register_model(
         RunRecord(

@@ -18,9 +18,11 @@ from digits.components import (
     ingest_csv,
     normalize_and_split,
     register_model,
+    train_baseline,
     train_model,
     validate_data,
 )
+from digits.errors import SettingsError
 from digits.pipelines.digits_pipeline import ClusterSettings, GpuToleration, compile_pipeline
 from digits.pipelines.placement import MLFLOW_CREDENTIAL_KEYS, Resources
 
@@ -29,6 +31,7 @@ STEPS = [
     validate_data,
     normalize_and_split,
     train_model,
+    train_baseline,
     evaluate_model,
     register_model,
     batch_predict,
@@ -43,7 +46,10 @@ EXPECTED_DEPENDENCIES = {
     "ingest-csv-2": set(),
     "validate-data-2": {"ingest-csv-2"},
     "batch-predict": {"train-model", "validate-data-2", "register-model"},
+    "condition-1": {"normalize-and-split"},
 }
+# Inside condition-1 (pipeline parameter train_baseline): the classical baseline on CPU.
+EXPECTED_BASELINE_DEPENDENCIES = {"train-baseline": set(), "evaluate-model-2": {"train-baseline"}}
 
 
 def _compile(tmp_path, settings=None) -> tuple[dict, dict]:
@@ -67,7 +73,42 @@ def test_dag_has_the_expected_tasks_and_edges(compiled):
     )
 
 
-def test_seven_components_each_running_its_step_function(compiled):
+def test_baseline_branch_is_switchable_and_scored_by_the_same_step(compiled):
+    spec, _ = compiled
+    condition = spec["root"]["dag"]["tasks"]["condition-1"]
+    assert condition["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--train_baseline'] == true"
+    )
+    branch = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert {name: set(task.get("dependentTasks", [])) for name, task in branch.items()} == (
+        EXPECTED_BASELINE_DEPENDENCIES
+    )
+    assert branch["train-baseline"]["taskInfo"]["name"] == "train baseline"
+    assert branch["evaluate-model-2"]["taskInfo"]["name"] == "evaluate baseline"
+    evaluated = branch["evaluate-model-2"]["inputs"]["artifacts"]
+    assert evaluated["model"]["taskOutputArtifact"]["producerTask"] == "train-baseline"
+    # The same validation rows as the CNN's evaluation, through the same component code.
+    assert evaluated["validation"]["componentInputArtifact"] == (
+        "pipelinechannel--normalize-and-split-validation"
+    )
+    executors = spec["deploymentSpec"]["executors"]
+    assert (
+        executors["exec-evaluate-model-2"]["container"]["command"]
+        == (executors["exec-evaluate-model"]["container"]["command"])
+    )
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["train_baseline"]["defaultValue"] is True
+
+
+def test_baseline_runs_on_cpu_only_off_the_gpu_pool(compiled):
+    spec, platform = compiled
+    container = spec["deploymentSpec"]["executors"]["exec-train-baseline"]["container"]
+    assert "accelerator" not in container.get("resources", {})
+    assert container["image"] == ClusterSettings().image
+    assert "exec-train-baseline" not in platform["deploymentSpec"]["executors"]
+
+
+def test_each_component_runs_its_step_function(compiled):
     spec, _ = compiled
     functions = set()
     for executor in spec["deploymentSpec"]["executors"].values():
@@ -129,13 +170,12 @@ def test_custom_pool_and_images(tmp_path):
         train_image="registry.example/digits:1-gpu",
         gpu_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
         gpu_tolerations=(GpuToleration(key="pool", operator="Equal", value="gpu", effect=None),),
-        gpu_count=2,
     )
     spec, platform = _compile(tmp_path, settings)
 
     train = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]
     assert train["image"] == "registry.example/digits:1-gpu"
-    assert train["resources"]["accelerator"]["resourceCount"] == "2"
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
     placed = platform["deploymentSpec"]["executors"]["exec-train-model"]
     assert placed["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert placed["tolerations"] == [{"key": "pool", "operator": "Equal", "value": "gpu"}]
@@ -275,3 +315,8 @@ def test_sizes_user_and_secret_name_come_from_cluster_settings(tmp_path):
         assert placed["securityContext"]["runAsGroup"] == "3000", name
         for secret in placed.get("secretAsEnv", []):
             assert secret["secretName"] == "tracking-auth", name
+
+
+def test_more_than_one_gpu_is_refused_before_compiling():
+    with pytest.raises(SettingsError, match="--gpus 1"):
+        ClusterSettings(gpu_count=2)

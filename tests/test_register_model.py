@@ -7,7 +7,7 @@ from fault_proxy import FaultProxy
 from kfp.dsl import Artifact, Dataset, Model
 from mlflow import MlflowClient
 
-from digits.artifacts import MODEL_FILENAME, TRAINING_FILENAME
+from digits.artifacts import TRAINING_FILENAME
 from digits.components import register_model
 from digits.components.evaluate_model import evaluate_model
 from digits.components.register_model import RunRecord
@@ -19,7 +19,7 @@ from digits.tracking import PIPELINE_RUN_TAG
 @pytest.fixture(scope="module")
 def evaluation_path(tmp_path_factory, trained_model, split_sets):
     path = tmp_path_factory.mktemp("evaluation") / "report.json"
-    evaluate_model(trained_model[0] / MODEL_FILENAME, split_sets[1], path)
+    evaluate_model(trained_model[0], split_sets[1], path)
     return path
 
 

@@ -57,6 +57,12 @@ def run(
         str, typer.Option(help="MLflow model URI to predict with; default: models:/NAME@champion.")
     ] = "",
     predict_shards: Annotated[int, typer.Option(help="Parallel prediction shards.")] = 1,
+    baseline: Annotated[
+        bool, typer.Option(help="Fit the scikit-learn baseline beside the CNN (own MLflow run).")
+    ] = True,
+    baseline_candidate: Annotated[
+        bool, typer.Option(help="Register the baseline too and let it meet the promotion gate.")
+    ] = False,
     summary_json: Annotated[
         Path | None, typer.Option(help="Also write the summary here as JSON.")
     ] = None,
@@ -96,6 +102,8 @@ def run(
         max_recall_drop=max_recall_drop,
         predict_model_uri=predict_model_uri,
         predict_shards=predict_shards,
+        train_baseline=baseline,
+        baseline_candidate=baseline_candidate,
         verbose=verbose,
     )
     typer.echo(f"digits run: logs in {output_dir / 'logs'}")
@@ -112,6 +120,12 @@ def run(
     rows = [
         ("held-out accuracy", held_out),
         ("validation accuracy", f"{summary.validation_accuracy:.2%}"),
+        (
+            "baseline (sklearn)",
+            "not run"
+            if summary.baseline_validation_accuracy is None
+            else f"{summary.baseline_validation_accuracy:.2%} validation accuracy",
+        ),
         ("model version", f"{summary.model_name} v{summary.model_version}"),
         ("promotion", summary.promotion_decision),
         ("predicted with", summary.predicted_with),
@@ -371,33 +385,39 @@ def _cluster_settings(
     train_memory, step_cpu, step_cpu_limit, step_memory, mlflow_secret,
 ):  # fmt: skip
     """ClusterSettings from the compile options; an option left out keeps its default."""
+    from digits.errors import SettingsError
     from digits.pipelines.placement import ClusterSettings, Resources
 
     defaults = ClusterSettings()
     train, step = defaults.train_resources, defaults.step_resources
-    return replace(
-        defaults,
-        image=image or defaults.image,
-        train_image=train_image or defaults.train_image,
-        gpu_node_selector=dict(_parse_label(item) for item in gpu_node_selector)
-        if gpu_node_selector
-        else defaults.gpu_node_selector,
-        gpu_tolerations=tuple(_parse_toleration(item) for item in gpu_toleration)
-        if gpu_toleration
-        else defaults.gpu_tolerations,
-        gpu_count=gpus,
-        train_resources=Resources(
-            cpu_request=train_cpu or train.cpu_request,
-            cpu_limit=train_cpu_limit or train.cpu_limit,
-            memory=train_memory or train.memory,
-        ),
-        step_resources=Resources(
-            cpu_request=step_cpu or step.cpu_request,
-            cpu_limit=step_cpu_limit or step.cpu_limit,
-            memory=step_memory or step.memory,
-        ),
-        mlflow_secret=mlflow_secret or defaults.mlflow_secret,
-    )
+    try:
+        settings = replace(
+            defaults,
+            image=image or defaults.image,
+            train_image=train_image or defaults.train_image,
+            gpu_node_selector=dict(_parse_label(item) for item in gpu_node_selector)
+            if gpu_node_selector
+            else defaults.gpu_node_selector,
+            gpu_tolerations=tuple(_parse_toleration(item) for item in gpu_toleration)
+            if gpu_toleration
+            else defaults.gpu_tolerations,
+            gpu_count=gpus,
+            train_resources=Resources(
+                cpu_request=train_cpu or train.cpu_request,
+                cpu_limit=train_cpu_limit or train.cpu_limit,
+                memory=train_memory or train.memory,
+            ),
+            step_resources=Resources(
+                cpu_request=step_cpu or step.cpu_request,
+                cpu_limit=step_cpu_limit or step.cpu_limit,
+                memory=step_memory or step.memory,
+            ),
+            mlflow_secret=mlflow_secret or defaults.mlflow_secret,
+        )
+    except SettingsError as error:
+        typer.echo(f"digits: {error}", err=True)
+        raise typer.Exit(2) from None
+    return settings
 
 
 def _parse_param(text: str) -> tuple[str, str]:

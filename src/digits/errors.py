@@ -67,3 +67,7 @@ class TooManyRejectedRowsError(DataValidationError):
 
 class MissingDigitsError(DataValidationError):
     """Training data lacks every example of one or more digits."""
+
+
+class SettingsError(DigitsError):
+    """A compile or run setting asks for something the pipeline cannot honour."""

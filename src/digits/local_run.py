@@ -48,6 +48,8 @@ class LocalRunSettings:
     max_recall_drop: float = 0.005
     predict_model_uri: str = ""  # default: the registered model's champion
     predict_shards: int = 1
+    train_baseline: bool = True  # the scikit-learn baseline beside the CNN, its own MLflow run
+    baseline_candidate: bool = False  # let the baseline meet the promotion gate too
     verbose: bool = False  # stream every task's output instead of the step report
 
 
@@ -57,6 +59,7 @@ class RunSummary:
 
     accuracy: float | None
     validation_accuracy: float
+    baseline_validation_accuracy: float | None
     mlflow_run_id: str
     model_name: str
     model_version: str
@@ -150,6 +153,8 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
                 max_recall_drop=settings.max_recall_drop,
                 predict_model_uri=settings.predict_model_uri,
                 predict_shards=settings.predict_shards,
+                train_baseline=settings.train_baseline,
+                baseline_candidate=settings.baseline_candidate,
             )
         except RuntimeError as error:  # kfp.local: a task failed
             router.finish_pending()
@@ -169,11 +174,17 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
     shutil.copyfile(outputs["submission"].path, submission)
     model_dir = Path(outputs["model"].path)
     evaluation = Evaluation.read(Path(outputs["evaluation"].path))
+    # KFP returns no outputs from under dsl.If: the baseline's report is where kfp.local puts
+    # the second evaluate task's output, beside the CNN's.
+    baseline_report = Path(outputs["evaluation"].path).parents[1] / "evaluate-model-2" / "report"
     return RunSummary(
         accuracy=held_out_accuracy(submission, settings.predict_labels)
         if settings.predict_labels
         else None,
         validation_accuracy=evaluation.accuracy,
+        baseline_validation_accuracy=Evaluation.read(baseline_report).accuracy
+        if baseline_report.is_file()
+        else None,
         mlflow_run_id=outputs["mlflow_run_id"],
         model_name=settings.registered_model_name,
         model_version=outputs["model_version"],
