@@ -151,16 +151,25 @@ def promote_model(
         if recorded:
             decision = PromotionDecision(**json.loads(recorded))
         else:
-            decision = _decide_against_champion(
-                client,
-                budget,
-                evaluation_path,
-                validation_path,
-                model_name,
-                candidate_version,
-                promotion_margin,
-                max_recall_drop,
-            )
+            # Another gate (the baseline's, a concurrent run's) may move the champion while this
+            # one scores: decide again until the champion it scored against is still the one.
+            for _ in range(3):
+                decision = _decide_against_champion(
+                    client,
+                    budget,
+                    evaluation_path,
+                    validation_path,
+                    model_name,
+                    candidate_version,
+                    promotion_margin,
+                    max_recall_drop,
+                )
+                current = _current_champion(client, budget, model_name)
+                if (current.version if current else "") in (
+                    decision.compared_with,
+                    candidate_version,
+                ):
+                    break
             tags = {**decision.tags(), DECISION_TAG: json.dumps(asdict(decision))}
             for key, value in tags.items():  # the bookkeeping tag last: it marks "recorded"
                 retry(
@@ -178,6 +187,23 @@ def promote_model(
     return decision
 
 
+def _current_champion(client, budget, model_name: str):
+    """The version behind alias champion, or None."""
+    from mlflow.exceptions import MlflowException
+
+    from digits.tracking import retry
+
+    def lookup():
+        try:
+            return client.get_model_version_by_alias(model_name, CHAMPION)
+        except MlflowException as error:
+            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+    return retry(budget, lookup)
+
+
 def _decide_against_champion(
     client,
     budget,
@@ -188,23 +214,13 @@ def _decide_against_champion(
     promotion_margin: float,
     max_recall_drop: float,
 ) -> PromotionDecision:
-    from mlflow.exceptions import MlflowException
-
     from digits.artifacts import Evaluation
     from digits.data import ImageSet
     from digits.evaluation import evaluate_probabilities
     from digits.registry import load_logged_predictor
     from digits.tracking import retry
 
-    def current_champion():
-        try:
-            return client.get_model_version_by_alias(model_name, CHAMPION)
-        except MlflowException as error:
-            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                return None
-            raise
-
-    champion = retry(budget, current_champion)
+    champion = _current_champion(client, budget, model_name)
     rules = {"promotion_margin": promotion_margin, "max_recall_drop": max_recall_drop}
     validation = ImageSet.load(validation_path)
     common = {

@@ -207,7 +207,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
             )
             use_mlflow_credentials(baseline_registration, settings)
             with dsl.If(baseline_candidate == True, name="baseline-candidate"):  # noqa: E712
-                # After the CNN's gate, so the two candidates never race for the alias.
+                # Runs beside the CNN's gate; each re-checks the champion before moving it.
                 baseline_promotion = promote_model_op(
                     evaluation=baseline_evaluation.outputs["report"],
                     validation=split.outputs["validation"],
@@ -219,7 +219,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
                     promotion_margin=promotion_margin,
                     max_recall_drop=max_recall_drop,
                     mlflow_timeout_s=mlflow_timeout_s,
-                ).after(promotion)
+                )
                 baseline_promotion.set_display_name("promote baseline")
                 baseline_promotion.set_caching_options(False).set_retry(
                     num_retries=3, backoff_duration="30s"

@@ -14,14 +14,18 @@ import yaml
 
 from digits.components import (
     batch_predict,
+    collect_predictions,
     evaluate_model,
     ingest_csv,
     normalize_and_split,
+    plan_prediction_shards,
+    promote_model,
     register_model,
     train_baseline,
     train_model,
     validate_data,
 )
+from digits.config import DEFAULT_RECIPE
 from digits.errors import SettingsError
 from digits.pipelines.digits_pipeline import ClusterSettings, GpuToleration, compile_pipeline
 from digits.pipelines.placement import MLFLOW_CREDENTIAL_KEYS, Resources
@@ -34,7 +38,10 @@ STEPS = [
     train_baseline,
     evaluate_model,
     register_model,
+    promote_model,
+    plan_prediction_shards,
     batch_predict,
+    collect_predictions,
 ]
 EXPECTED_DEPENDENCIES = {
     "ingest-csv": set(),
@@ -42,14 +49,29 @@ EXPECTED_DEPENDENCIES = {
     "normalize-and-split": {"validate-data"},
     "train-model": {"normalize-and-split"},
     "evaluate-model": {"train-model", "normalize-and-split"},
-    "register-model": {"train-model", "evaluate-model"},
+    "register-model": {"train-model", "evaluate-model", "normalize-and-split", "validate-data"},
+    "promote-model": {"evaluate-model", "normalize-and-split", "register-model"},
     "ingest-csv-2": set(),
     "validate-data-2": {"ingest-csv-2"},
-    "batch-predict": {"train-model", "validate-data-2", "register-model"},
-    "condition-1": {"normalize-and-split"},
+    "plan-prediction-shards": set(),
+    # Predicts after the gate, with whatever the registry's champion then is.
+    "for-loop-3": {"plan-prediction-shards", "promote-model", "validate-data-2"},
+    "collect-predictions": {"for-loop-3"},
+    "condition-1": {"normalize-and-split", "validate-data"},
 }
-# Inside condition-1 (pipeline parameter train_baseline): the classical baseline on CPU.
-EXPECTED_BASELINE_DEPENDENCIES = {"train-baseline": set(), "evaluate-model-2": {"train-baseline"}}
+# Inside condition-1 (pipeline parameter train_baseline): the classical baseline on CPU, its own
+# MLflow run, and (condition-2, baseline_candidate) its own pass through the promotion gate.
+EXPECTED_BASELINE_DEPENDENCIES = {
+    "train-baseline": set(),
+    "evaluate-model-2": {"train-baseline"},
+    "register-model-2": {"train-baseline", "evaluate-model-2"},
+    "condition-2": {"evaluate-model-2", "register-model-2"},
+}
+CONTAINER_TASKS = (
+    set(EXPECTED_DEPENDENCIES) - {"for-loop-3", "condition-1"}
+    | set(EXPECTED_BASELINE_DEPENDENCIES) - {"condition-2"}
+    | {"batch-predict", "promote-model-2"}
+)
 
 
 def _compile(tmp_path, settings=None) -> tuple[dict, dict]:
@@ -105,7 +127,8 @@ def test_baseline_runs_on_cpu_only_off_the_gpu_pool(compiled):
     container = spec["deploymentSpec"]["executors"]["exec-train-baseline"]["container"]
     assert "accelerator" not in container.get("resources", {})
     assert container["image"] == ClusterSettings().image
-    assert "exec-train-baseline" not in platform["deploymentSpec"]["executors"]
+    placed = platform["deploymentSpec"]["executors"]["exec-train-baseline"]
+    assert "nodeSelector" not in placed and "tolerations" not in placed
 
 
 def test_each_component_runs_its_step_function(compiled):
@@ -147,20 +170,23 @@ def test_images_retries_and_caching_are_set_in_the_pipeline(compiled):
         settings.image
     }
     tasks = spec["root"]["dag"]["tasks"]
-    assert tasks["train-model"]["retryPolicy"]["maxRetryCount"] == 2
+    assert tasks["train-model"]["retryPolicy"]["maxRetryCount"] == 3
     assert tasks["register-model"]["retryPolicy"]["maxRetryCount"] == 3
     assert tasks["register-model"]["cachingOptions"].get("enableCache") is not True
 
 
-def test_pipeline_parameters_default_to_the_reference_recipe(compiled):
+def test_pipeline_parameters_and_their_defaults(compiled):
     spec, _ = compiled
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     defaults = {name: p.get("defaultValue") for name, p in parameters.items()}
-    assert defaults["epochs"] == 30 and defaults["batch_size"] == 64
-    assert defaults["learning_rate"] == 0.001 and defaults["rho"] == 0.9
-    assert defaults["lr_patience"] == 3 and defaults["lr_factor"] == 0.5
-    assert defaults["min_learning_rate"] == 1e-05
+    # The recipe is resolved in one place (digits.config); 0 keeps the recipe's own value.
+    assert defaults["recipe"] == DEFAULT_RECIPE
+    assert (defaults["epochs"], defaults["batch_size"], defaults["seed"]) == (0, 0, 2)
+    assert "learning_rate" not in defaults and "rho" not in defaults
     assert defaults["validation_fraction"] == 0.1 and defaults["split_seed"] == 2
+    assert defaults["promotion_margin"] == 0.0 and defaults["max_recall_drop"] == 0.005
+    assert defaults["predict_model_uri"] == "" and defaults["predict_shards"] == 1
+    assert defaults["train_baseline"] is True and defaults["baseline_candidate"] is False
     assert defaults["train_data_uri"] is None  # required at submit time
 
 
@@ -199,8 +225,9 @@ def test_wrapper_bodies_are_self_contained(tmp_path, step):
 # Step function -> expected setting. Steps not named here get the defaults below.
 GPU_STEPS = {"train_model"}
 CACHED_STEPS = {"ingest_csv", "validate_data", "normalize_and_split"}  # deterministic data steps
-UNCACHED_STEPS = {"register_model"}  # writes to MLflow
-RETRIES = {"train_model": 2, "register_model": 3}
+# Write to MLflow, or read the registry's champion, which changes between runs.
+UNCACHED_STEPS = {"register_model", "promote_model", "batch_predict", "collect_predictions"}
+RETRIES = {"train_model": 3, "register_model": 3, "promote_model": 3}
 
 
 def _container_tasks(spec: dict, platform: dict):
@@ -227,7 +254,7 @@ def _talks_to_mlflow(spec: dict, task: dict) -> bool:
 def test_every_task_is_covered_by_the_walk(compiled):
     spec, platform = compiled
     walked = {name for name, *_ in _container_tasks(spec, platform)}
-    assert walked == set(EXPECTED_DEPENDENCIES)
+    assert walked == CONTAINER_TASKS
 
 
 def test_every_task_runs_as_the_images_non_root_user(compiled):
@@ -280,7 +307,7 @@ def test_mlflow_credentials_come_from_the_optional_secret_only_where_mlflow_is_u
         # Never a literal credential in the container's own environment.
         env_names = {variable["name"] for variable in container.get("env", [])}
         assert not env_names & set(MLFLOW_CREDENTIAL_KEYS), name
-    assert "register-model" in with_secret
+    assert {"register-model", "promote-model", "batch-predict", "register-model-2"} <= with_secret
 
 
 def test_caching_and_retries_task_by_task(compiled):

@@ -142,8 +142,8 @@ def test_submit_sends_the_ir_typed_parameters_experiment_run_name_and_token(kfp_
         "--token", "s3cret",
         *REQUIRED,
         "--param", "epochs=3",
-        "--param", "learning_rate=0.01",
-        "--param", "augment=false",
+        "--param", "promotion_margin=0.01",
+        "--param", "train_baseline=false",
         "--param", "mlflow_tracking_uri=http://mlflow:5000",
     )  # fmt: skip
 
@@ -171,11 +171,11 @@ def test_submit_sends_the_ir_typed_parameters_experiment_run_name_and_token(kfp_
         "train_data_uri": "gs://b/train.csv",
         "predict_data_uri": "gs://b/t.csv",
         "epochs": 3,
-        "learning_rate": 0.01,
-        "augment": False,
+        "promotion_margin": 0.01,
+        "train_baseline": False,
         "mlflow_tracking_uri": "http://mlflow:5000",
     }
-    assert type(parameters["epochs"]) is int and type(parameters["augment"]) is bool
+    assert type(parameters["epochs"]) is int and type(parameters["train_baseline"]) is bool
     assert "enable_cache" not in json.dumps(run.body["runtime_config"])
 
 
@@ -276,7 +276,10 @@ def test_unreachable_host_is_one_line(package):
     [
         (["--param", "epoch=3"], "unknown pipeline parameter(s) epoch; the pipeline takes:"),
         (["--param", "epochs=three"], "--param epochs=three: epochs takes an integer"),
-        (["--param", "augment=maybe"], "--param augment=maybe: augment takes true or false"),
+        (
+            ["--param", "train_baseline=maybe"],
+            "--param train_baseline=maybe: train_baseline takes true or false",
+        ),
     ],
 )
 def test_bad_parameters_are_refused_before_anything_is_sent(kfp_server, package, params, message):
