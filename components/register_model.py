@@ -457,6 +457,7 @@ def _log_sklearn_model(model_dir: Path, flavor_kwargs: dict) -> None:
     import joblib
     import mlflow
     import numpy as np
+    import skops.io
     from mlflow.models import infer_signature
 
     from digits.artifacts import SKLEARN_MODEL_FILENAME
@@ -464,7 +465,12 @@ def _log_sklearn_model(model_dir: Path, flavor_kwargs: dict) -> None:
     model = joblib.load(model_dir / SKLEARN_MODEL_FILENAME)
     example = np.zeros((1, 28 * 28), dtype=np.float32)
     mlflow.sklearn.log_model(
-        model, signature=infer_signature(example, model.predict_proba(example)), **flavor_kwargs
+        model,
+        signature=infer_signature(example, model.predict_proba(example)),
+        # MLflow saves with skops, which loads only the types it is told to trust: those of the
+        # estimator this pipeline just fitted (scikit-learn's own, plus numpy scalars).
+        skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+        **flavor_kwargs,
     )
 
 

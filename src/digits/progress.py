@@ -21,6 +21,9 @@ _STARTED = re.compile(r"Executing task '(?P<task>[^']+)'")
 _FINISHED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
 _OUTPUTS = re.compile(r"Task '(?P<task>[^']+)' outputs:")
 _NO_OUTPUTS = re.compile(r"Task '(?P<task>[^']+)' has no outputs")
+_RETRYING = re.compile(
+    r"Task (?P<task>\S+) failed \(attempt (?P<attempt>\d+/\d+)\)\. Retrying in (?P<delay>[\d.]+)s"
+)
 _PARAMETER = re.compile(r"^ {4}(?P<name>\w+): (?P<value>.*)$")
 _ARTIFACT = re.compile(r"^ {4}(?P<name>\w+): \w+\( name=")
 _METADATA = re.compile(r"metadata=(?P<metadata>\{.*\}) \)$")
@@ -109,6 +112,8 @@ class TaskLogRouter(io.TextIOBase):
             self._output_line(line)
         if finished := _FINISHED.search(line):
             self._finish(finished["task"], finished["status"])
+        elif retrying := _RETRYING.search(line):
+            self.reporter.retrying(retrying["task"], retrying["attempt"], retrying["delay"])
         elif outputs := _OUTPUTS.search(line):
             self._outputs_of = self._just_finished(outputs["task"])
         elif no_outputs := _NO_OUTPUTS.search(line):
@@ -130,7 +135,9 @@ class TaskLogRouter(io.TextIOBase):
         self._end_outputs()
         record = TaskRecord(task, self.log_dir / f"{task}.log")
         if task not in self._files or self._files[task].closed:
-            self._files[task] = open(record.log_path, "w")  # noqa: SIM115
+            # A retried task appends to the log of its earlier attempts.
+            mode = "a" if task in self._files else "w"
+            self._files[task] = open(record.log_path, mode)  # noqa: SIM115
         self._running.setdefault(task, []).append(record)
         self.tasks[task] = self._current = record
         self.reporter.started(record)
@@ -362,6 +369,13 @@ class StepReporter:
             self._progress.start()
             self._bar = self._progress.add_task("train", total=epochs, figures=figures)
         self._progress.update(self._bar, completed=epoch, total=epochs, figures=figures)
+
+    def retrying(self, task: str, attempt: str, delay: str) -> None:
+        self.console.print(
+            f"  [yellow]↻[/] {step_label(task).title:<12} attempt {attempt} failed; "
+            f"retrying in {float(delay):.0f} s (the pipeline's retry policy)",
+            highlight=False,
+        )
 
     def finished(self, record: TaskRecord) -> None:
         if self._bar is not None:

@@ -80,9 +80,16 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, requests.ConnectionError | requests.Timeout | ConnectionError):
         return True
     if isinstance(error, MlflowException):
+        from mlflow.exceptions import RestException
+
+        # Only an answer (or silence) from the server is worth retrying: an MlflowException
+        # raised on this side, e.g. by a model flavor, fails the same way every time.
+        from_server = isinstance(error, RestException) or error.message.startswith("API request")
         status = error.get_http_status_code()
         # With client retries off, a refused connection surfaces as "failed with exception".
-        return status >= 500 or status in (408, 429) or "failed with exception" in error.message
+        return from_server and (
+            status >= 500 or status in (408, 429) or "failed with exception" in error.message
+        )
     return False
 
 
