@@ -126,7 +126,8 @@ def batch_predict(
         resolved = ResolvedModel(uri=model_uri, requested=model_uri)
         predict = load_predictor(Path(model_uri), batch_size)
     else:
-        resolved = resolve_model(mlflow.MlflowClient(tracking_uri), model_uri)
+        client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        resolved = resolve_model(client, model_uri)
         predict = load_logged_predictor(resolved.uri, tracking_uri, batch_size)
 
     table = pq.read_table(rows_path)

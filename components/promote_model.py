@@ -145,7 +145,8 @@ def promote_model(
     tracking_uri = plugin.endpoint if plugin else tracking_uri
     budget = Budget(timeout_s)
     with tracking_session(tracking_uri, budget):
-        client = MlflowClient(tracking_uri)
+        # The registry lives on the same server; never a process-wide default.
+        client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
         version = retry(budget, lambda: client.get_model_version(model_name, candidate_version))
         recorded = version.tags.get(DECISION_TAG)
         if recorded:

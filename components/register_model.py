@@ -72,7 +72,8 @@ def register_model(
     budget = Budget(timeout_s)
     training = json.loads((record.model_dir / TRAINING_FILENAME).read_text())
     with tracking_session(tracking_uri, budget):
-        client = MlflowClient(tracking_uri)
+        # The registry lives on the same server; never a process-wide default.
+        client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
         logger = _RunLogger(client, budget, record, training)
         experiment_id = (
             plugin.experiment_id
