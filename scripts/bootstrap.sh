@@ -2,6 +2,7 @@
 # Set up .venv with the project installed (editable) and the CPU Keras backend.
 #   bash scripts/bootstrap.sh        # to run the pipeline
 #   bash scripts/bootstrap.sh test   # plus the test tools (pytest, ruff, hadolint, kubernetes-validate)
+#                                    # and, as root on Debian, Docker for the image tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +27,7 @@ fi
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[$extras]"
+# The image tests (tests/test_images.py) build and run the CPU image: as root on Debian, install
+# and start Docker and build the base image (idempotent; elsewhere those tests skip).
+if [[ "${1:-}" == "test" ]]; then bash scripts/start_docker.sh; fi
 echo "bootstrap: .venv ready ($(.venv/bin/python --version), extras: $extras)"

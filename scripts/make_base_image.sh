@@ -16,5 +16,5 @@ if [[ -f "$sources" ]]; then
   cp "$sources" "$rootfs/etc/apt/sources.list.d/debian.sources"
   rm -f "$rootfs/etc/apt/sources.list"
 fi
-tar -C "$rootfs" -c . | docker import - "$tag" >/dev/null
+tar -C "$rootfs" -c . | "${DOCKER:-docker}" import - "$tag" >/dev/null
 echo "make_base_image: built $tag from $mirror"

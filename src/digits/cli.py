@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from digits.config import TrainConfig
+
+
+class Runner(StrEnum):
+    """Where `digits run` runs the tasks."""
+
+    subprocess = "subprocess"
+    docker = "docker"
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -43,10 +52,29 @@ def run(
     summary_json: Annotated[
         Path | None, typer.Option(help="Also write the summary here as JSON.")
     ] = None,
+    runner: Annotated[
+        Runner, typer.Option(help="subprocess: this environment; docker: the built images.")
+    ] = Runner.subprocess,
+    image: Annotated[
+        str | None, typer.Option(help="--runner docker: image of the CPU steps.")
+    ] = None,
+    train_image: Annotated[
+        str | None,
+        typer.Option(help="--runner docker: image of training; default the GPU one with --gpus."),
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="--runner docker: GPUs for the containers, 'all' or a count."),
+    ] = None,
 ) -> None:
     """Run the whole pipeline locally (kfp.local) on the bundled sample or your own CSVs."""
-    from digits.local_run import LocalRunSettings, run_locally
+    from digits.errors import DockerRunError
+    from digits.local_run import DockerSettings, LocalRunSettings, run_locally
 
+    if runner is Runner.subprocess and (image or train_image or gpus):
+        raise typer.BadParameter("--image, --train-image and --gpus need --runner docker")
+    if gpus is not None and gpus != "all" and not (gpus.isdigit() and int(gpus) > 0):
+        raise typer.BadParameter(f"--gpus {gpus!r}: expected 'all' or a positive count")
     defaults = LocalRunSettings()
     own_test_data = predict_data is not None
     settings = replace(
@@ -63,9 +91,15 @@ def run(
         train=replace(
             defaults.train, epochs=epochs, batch_size=batch_size, augment=augment, seed=seed
         ),
+        docker=DockerSettings(image=image, train_image=train_image, gpus=gpus)
+        if runner is Runner.docker
+        else None,
     )
     try:
         summary = run_locally(settings)
+    except DockerRunError as error:
+        typer.secho(f"digits run: {error}", err=True)
+        raise typer.Exit(1) from None
     except RuntimeError as error:  # kfp.local: a task failed; its log above holds the reason
         typer.secho(f"digits run: {error} The task's error is in its log above.", err=True)
         raise typer.Exit(1) from None

@@ -15,3 +15,7 @@ class DataValidationError(DigitsError):
 
 class RegistrationError(DigitsError):
     """The model could not be logged or registered in MLflow."""
+
+
+class DockerRunError(DigitsError):
+    """`digits run --runner docker` cannot start: no Docker daemon, or an image is not built."""

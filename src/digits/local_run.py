@@ -13,11 +13,21 @@ from importlib.resources import files
 from pathlib import Path
 
 from digits.config import TrainConfig
+from digits.errors import DockerRunError
 
 
 def sample_data(name: str) -> Path:
     """Path of a bundled sample file: train.csv.gz, test.csv.gz or test_labels.csv.gz."""
     return Path(str(files("digits") / "sample_data" / name))
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """Run every task in its container image instead (kfp.local.DockerRunner)."""
+
+    image: str | None = None  # default: the pipeline's CPU image, ClusterSettings.image
+    train_image: str | None = None  # default: the GPU image with ``gpus``, else ``image``
+    gpus: str | None = None  # "all" or a count: GPUs passed through to the containers
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,7 @@ class LocalRunSettings:
     validation_fraction: float = 0.1
     split_seed: int = 2
     train: TrainConfig = TrainConfig()
+    docker: DockerSettings | None = None  # None: every task runs in this Python environment
 
 
 @dataclass(frozen=True)
@@ -72,7 +83,7 @@ def run_locally(settings: LocalRunSettings) -> RunSummary:
     from kfp import local
 
     from digits.artifacts import MODEL_FILENAME, Evaluation
-    from digits.pipelines.digits_pipeline import build_pipeline
+    from digits.pipelines.digits_pipeline import ClusterSettings, build_pipeline
 
     started = time.perf_counter()
     pipeline_root = settings.output_dir.resolve() / "pipeline_root"
@@ -83,17 +94,20 @@ def run_locally(settings: LocalRunSettings) -> RunSummary:
 
     # Task subprocesses inherit this: TensorFlow's C++ start-up chatter buries the task logs.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(pipeline_root),
-        raise_on_error=True,
-    )
+    if settings.docker is None:
+        runner, cluster = local.SubprocessRunner(use_venv=False), ClusterSettings()
+    else:
+        inputs = [settings.train_data, settings.predict_data]
+        if tracking_uri.startswith("sqlite:///"):
+            inputs.append(str(settings.output_dir.resolve() / "mlflow"))
+        runner, cluster = docker_runner(settings.docker, inputs)
+    local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
     with warnings.catch_warnings():
         # kfp.local ignores images, resources, GPU placement and display names by design; its
         # per-task warnings about them would bury the task logs.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
-        run = build_pipeline()(
+        run = build_pipeline(cluster)(
             train_data_uri=settings.train_data,
             predict_data_uri=settings.predict_data,
             mlflow_tracking_uri=tracking_uri,
@@ -126,6 +140,58 @@ def run_locally(settings: LocalRunSettings) -> RunSummary:
         pipeline_root=str(pipeline_root),
         seconds=round(time.perf_counter() - started, 1),
     )
+
+
+def docker_runner(settings: DockerSettings, paths: list[str]):
+    """(kfp.local.DockerRunner, ClusterSettings naming its images) after checking both exist.
+
+    DockerRunner bind-mounts only the pipeline root; the local files among ``paths`` (inputs,
+    the default MLflow store) are mounted at the same paths so the tasks' arguments stay valid.
+    kfp 2.17 gives every container the same arguments, so ``gpus`` reaches all of them; only
+    the train image carries CUDA.
+    """
+    import docker
+    from docker.types import DeviceRequest, Mount
+    from kfp import local
+
+    from digits.pipelines.digits_pipeline import ClusterSettings
+
+    defaults = ClusterSettings()
+    image = settings.image or defaults.image
+    train_image = settings.train_image or (defaults.train_image if settings.gpus else image)
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        raise DockerRunError(
+            f"--runner docker: no Docker daemon answers ({error}); start dockerd "
+            "(bash scripts/start_docker.sh as root) or set DOCKER_HOST"
+        ) from None
+    with client:
+        for name in dict.fromkeys((image, train_image)):
+            try:
+                client.images.get(name)
+            except docker.errors.ImageNotFound:
+                raise DockerRunError(
+                    f"--runner docker: image {name} is not in the local Docker daemon; "
+                    "build it with scripts/build_images.sh"
+                ) from None
+    mounts = [
+        Mount(target=str(path), source=str(path), type="bind")
+        for path in (Path(p).resolve() for p in paths if "://" not in p)
+        if path.exists()
+    ]
+    run_args: dict = {
+        # Host networking reaches a tracking server on 127.0.0.1; the host's uid owns the
+        # mounted pipeline root, so the tasks run as that uid.
+        "network_mode": "host",
+        "user": f"{os.getuid()}:{os.getgid()}",
+        "mounts": mounts,
+    }
+    if settings.gpus:
+        count = -1 if settings.gpus == "all" else int(settings.gpus)
+        run_args["device_requests"] = [DeviceRequest(count=count, capabilities=[["gpu"]])]
+    return local.DockerRunner(**run_args), ClusterSettings(image=image, train_image=train_image)
 
 
 def held_out_accuracy(submission_path: Path, labels_path: str) -> float:
