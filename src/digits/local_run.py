@@ -167,7 +167,7 @@ def docker_runner(settings: DockerSettings, paths: list[str]):
             f"--runner docker: no Docker daemon answers ({error}); start dockerd "
             "(bash scripts/start_docker.sh as root) or set DOCKER_HOST"
         ) from None
-    with client:
+    try:
         for name in dict.fromkeys((image, train_image)):
             try:
                 client.images.get(name)
@@ -176,6 +176,8 @@ def docker_runner(settings: DockerSettings, paths: list[str]):
                     f"--runner docker: image {name} is not in the local Docker daemon; "
                     "build it with scripts/build_images.sh"
                 ) from None
+    finally:
+        client.close()
     mounts = [
         Mount(target=str(path), source=str(path), type="bind")
         for path in (Path(p).resolve() for p in paths if "://" not in p)
@@ -187,6 +189,8 @@ def docker_runner(settings: DockerSettings, paths: list[str]):
         "network_mode": "host",
         "user": f"{os.getuid()}:{os.getgid()}",
         "mounts": mounts,
+        # As for the subprocesses: TensorFlow's C++ start-up chatter buries the task logs.
+        "environment": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
     }
     if settings.gpus:
         count = -1 if settings.gpus == "all" else int(settings.gpus)
