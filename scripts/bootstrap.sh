@@ -28,6 +28,9 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[$extras]"
 # The image tests (tests/test_images.py) build and run the CPU image: as root on Debian, install
-# and start Docker and build the base image (idempotent; elsewhere those tests skip).
-if [[ "${1:-}" == "test" ]]; then bash scripts/start_docker.sh; fi
+# and start Docker and build the base image (idempotent). Where that fails (no privileges for
+# dockerd, no apt mirror), the other tests still run and the image tests skip with the reason.
+if [[ "${1:-}" == "test" ]] && ! bash scripts/start_docker.sh; then
+  echo "bootstrap: Docker set-up failed (above); the docker-marked tests will skip" >&2
+fi
 echo "bootstrap: .venv ready ($(.venv/bin/python --version), extras: $extras)"
