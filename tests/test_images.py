@@ -215,4 +215,7 @@ def test_gpu_image_builds_with_a_cuda_tensorflow_and_loadable_cuda_libraries():
         "[ctypes.CDLL(lib) for lib in libs]; "
         "print(info['is_cuda_build'], len(libs), os.getuid())"
     )
-    assert _run_in(docker, image, script).split()[-3:] == ["True", "5", "1000"]
+    try:
+        assert _run_in(docker, image, script).split()[-3:] == ["True", "5", "1000"]
+    finally:
+        subprocess.run([docker, "image", "rm", "-f", image], capture_output=True, timeout=120)
