@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Remove from the image's venv what no pipeline step loads at run time (run in the build stages;
-# sizes from the 0.1.0 CPU image):
+# Remove from the image's venv what no pipeline step loads at run time (the Dockerfile runs this in
+# the layer that installs the dependencies; sizes from the 0.1.0 CPU image):
 #   - TensorFlow's C++ headers (287 MB), used only to compile custom ops;
 #   - the packages' own test suites, site-packages/**/tests (132 MB: pandas 46, scipy, numpy, ...).
 # The __pycache__ folders stay (53 MB): the image user cannot write them, and without them every
