@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from digits.cli import app
+from digits.errors import DockerRunError
 from digits.local_run import DockerSettings, docker_runner, sample_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,14 +155,20 @@ def test_digits_run_runner_docker_runs_the_whole_pipeline_in_the_image(cpu_image
 @pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-def test_gpus_all_requests_every_gpu_for_the_containers(cpu_image):
-    _, image = cpu_image
-    runner, cluster = docker_runner(
-        DockerSettings(image=image, train_image=image, gpus="all"), paths=[]
+def test_gpus_all_requests_every_gpu_or_says_that_docker_cannot_pass_them(cpu_image):
+    docker, image = cpu_image
+    settings = DockerSettings(image=image, train_image=image, gpus="all")
+    passthrough = subprocess.run(
+        [docker, "run", "--rm", "--gpus", "all", image, "true"], capture_output=True, timeout=300
     )
-    (request,) = runner.container_run_args["device_requests"]
-    assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
-    assert (cluster.image, cluster.train_image) == (image, image)
+    if passthrough.returncode == 0:
+        runner, cluster = docker_runner(settings, paths=[])
+        (request,) = runner.container_run_args["device_requests"]
+        assert request["Count"] == -1 and request["Capabilities"] == [["gpu"]]
+        assert (cluster.image, cluster.train_image) == (image, image)
+    else:  # no NVIDIA Container Toolkit (or no GPU): one clear line instead of a failed task
+        with pytest.raises(DockerRunError, match=r"^--gpus all: .*NVIDIA Container Toolkit"):
+            docker_runner(settings, paths=[])
 
 
 @pytest.mark.docker

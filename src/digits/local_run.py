@@ -167,6 +167,10 @@ def docker_runner(settings: DockerSettings, paths: list[str]):
             f"--runner docker: no Docker daemon answers ({error}); start dockerd "
             "(bash scripts/start_docker.sh as root) or set DOCKER_HOST"
         ) from None
+    device_requests = []
+    if settings.gpus:
+        count = -1 if settings.gpus == "all" else int(settings.gpus)
+        device_requests = [DeviceRequest(count=count, capabilities=[["gpu"]])]
     try:
         for name in dict.fromkeys((image, train_image)):
             try:
@@ -176,6 +180,19 @@ def docker_runner(settings: DockerSettings, paths: list[str]):
                     f"--runner docker: image {name} is not in the local Docker daemon; "
                     "build it with scripts/build_images.sh"
                 ) from None
+        if device_requests:
+            # Without NVIDIA's toolkit every task would fail to start; say so once, up front.
+            probe = client.containers.create(train_image, "true", device_requests=device_requests)
+            try:
+                probe.start()
+            except docker.errors.APIError as error:
+                raise DockerRunError(
+                    f"--gpus {settings.gpus}: Docker cannot pass GPUs to containers here "
+                    f"({error.explanation}); install the NVIDIA Container Toolkit, or leave out "
+                    "--gpus"
+                ) from None
+            finally:
+                probe.remove(force=True)
     finally:
         client.close()
     mounts = [
@@ -192,9 +209,8 @@ def docker_runner(settings: DockerSettings, paths: list[str]):
         # As for the subprocesses: TensorFlow's C++ start-up chatter buries the task logs.
         "environment": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
     }
-    if settings.gpus:
-        count = -1 if settings.gpus == "all" else int(settings.gpus)
-        run_args["device_requests"] = [DeviceRequest(count=count, capabilities=[["gpu"]])]
+    if device_requests:
+        run_args["device_requests"] = device_requests
     return local.DockerRunner(**run_args), ClusterSettings(image=image, train_image=train_image)
 
 
