@@ -1,56 +1,168 @@
-"""Step 1: read a Kaggle-format CSV from a path or URL into a Parquet dataset."""
+"""Step 1: fetch a Kaggle-format CSV from a path or URL, once, and check it is a CSV at all."""
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from digits.data import SOURCE_ROW_COLUMN
-from digits.errors import IngestError
+from digits.artifacts import RAW_CSV_NAMES, SOURCE_INFO_FILENAME, SourceInfo
+from digits.errors import IngestError, NotACsvError, SourceNotFoundError
+
+EXPECTED_FILE = (
+    "a comma-separated text file (optionally .gz or .zip) in Kaggle's Digit Recognizer format"
+)
+_CHUNK = 1 << 20
+_HEAD = 1 << 16  # bytes sniffed for the header line; Kaggle's is under 8 KB
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+_DELIMITERS = {";": "`;`", "\t": "tab", "|": "`|`", " ": "space"}
 
 
-@dataclass(frozen=True)
-class IngestSummary:
-    source_uri: str
-    rows: int
-    columns: int
+def ingest_csv(source_uri: str, output_path: Path) -> SourceInfo:
+    """Copy ``source_uri`` (a path or fsspec URL) into the directory ``output_path``.
 
+    The source bytes are read once, streamed to disk in 1 MiB chunks while their sha256 is
+    taken (the dataset digest). Compression is recognized by content, not name: gzip is kept as
+    ``rows.csv.gz`` (pyarrow decompresses it by that suffix), a zip's single CSV is extracted to
+    ``rows.csv``. The first 64 KiB are then checked to be a comma-separated text file, so a
+    wrong file fails here with one line; rows and columns are checked by validate_data.
 
-def ingest_csv(source_uri: str, output_path: Path) -> IngestSummary:
-    """Copy ``source_uri`` (a path or fsspec URL; ``.gz`` inferred) to Parquet at ``output_path``.
-
-    Every cell is kept as read; a ``source_row`` column (1-based, header excluded) is added so
-    later steps can name the offending row and keep Kaggle's ImageId.
+    Raises:
+        SourceNotFoundError: the path or URL does not exist or cannot be reached.
+        NotACsvError: the file is empty, binary, not comma-separated, or a zip without exactly
+            one CSV.
+        IngestError: no filesystem driver for the URL's scheme.
     """
+    import hashlib
+    import os
+
+    output_path.mkdir(parents=True, exist_ok=True)
+    fetched = output_path / "source.part"
+    digest = hashlib.sha256()
+    size = 0
+    with _open_source(source_uri) as source, open(fetched, "wb") as copy:
+        try:
+            while chunk := source.read(_CHUNK):
+                digest.update(chunk)
+                copy.write(chunk)
+                size += len(chunk)
+        except OSError as error:
+            raise SourceNotFoundError(
+                f"{source_uri}: reading failed after {size} bytes ({_one_line(error)}); "
+                "check the connection and that the URL serves the whole file"
+            ) from error
+
+    with open(fetched, "rb") as handle:
+        magic = handle.read(4)
+    if magic.startswith(_GZIP_MAGIC):
+        compression, rows = "gzip", output_path / RAW_CSV_NAMES[1]
+        os.replace(fetched, rows)
+    elif magic in _ZIP_MAGICS:
+        compression, rows = "zip", output_path / RAW_CSV_NAMES[0]
+        _extract_single_csv(fetched, rows, source_uri)
+        fetched.unlink()
+    else:
+        compression, rows = "none", output_path / RAW_CSV_NAMES[0]
+        os.replace(fetched, rows)
+    _check_text_csv(rows, source_uri)
+
+    info = SourceInfo(source_uri, digest.hexdigest(), size, compression)
+    info.write(output_path / SOURCE_INFO_FILENAME)
+    return info
+
+
+def _open_source(source_uri: str):
     import fsspec
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     try:
-        with fsspec.open(source_uri, "rb", compression="infer") as handle:
-            frame = pd.read_csv(handle, low_memory=False)
+        return fsspec.open(source_uri, "rb").open()
     except FileNotFoundError as error:
-        raise IngestError(f"{source_uri}: file not found; check the path or URL") from error
+        # fsspec's HTTP filesystem reports a refused connection as FileNotFoundError too.
+        if isinstance(error.__cause__, OSError):
+            raise SourceNotFoundError(
+                f"{source_uri}: cannot be reached ({_one_line(error.__cause__)}); check the URL, "
+                "the network and that the server is up"
+            ) from error
+        raise SourceNotFoundError(f"{source_uri}: file not found; check the path or URL") from error
     except ImportError as error:
         raise IngestError(
-            f"{source_uri}: no filesystem driver for this URL ({error}); "
+            f"{source_uri}: no filesystem driver for this URL ({_one_line(error)}); "
             "install the matching fsspec extra, e.g. pip install 'digits[cloud]'"
         ) from error
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as error:
-        raise IngestError(
-            f"{source_uri}: not a readable CSV ({error}); expected Kaggle's Digit Recognizer "
-            "format, a header line then one image per row"
+    except IsADirectoryError as error:
+        raise NotACsvError(f"{source_uri}: is a directory; expected {EXPECTED_FILE}") from error
+    except (OSError, ValueError) as error:  # aiohttp's connection errors are OSErrors
+        raise SourceNotFoundError(
+            f"{source_uri}: cannot be reached ({_one_line(error)}); check the URL, the network "
+            "and that the server is up"
         ) from error
 
-    # Columns with any non-numeric cell come back as objects; strings keep them Parquet-safe
-    # and leave the bad cells for validation to report.
-    text_columns = frame.select_dtypes(exclude="number").columns
-    if len(text_columns):
-        frame[text_columns] = frame[text_columns].astype("string")
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.add_column(0, SOURCE_ROW_COLUMN, pa.array(np.arange(1, len(frame) + 1)))
-    pq.write_table(table, output_path)
-    return IngestSummary(source_uri=source_uri, rows=len(frame), columns=frame.shape[1])
+
+def _extract_single_csv(archive: Path, target: Path, source_uri: str) -> None:
+    import shutil
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(archive) as bundle:
+            members = [
+                info
+                for info in bundle.infolist()
+                if not info.is_dir() and not info.filename.startswith("__MACOSX/")
+            ]
+            if len(members) != 1:
+                names = ", ".join(info.filename for info in members[:5]) or "nothing"
+                raise NotACsvError(
+                    f"{source_uri}: the zip holds {len(members)} files ({names}); expected "
+                    "exactly one CSV. Zip the one CSV alone, or pass the CSV itself"
+                )
+            with bundle.open(members[0]) as inner, open(target, "wb") as out:
+                shutil.copyfileobj(inner, out, _CHUNK)
+    except zipfile.BadZipFile as error:
+        raise NotACsvError(
+            f"{source_uri}: a damaged zip ({_one_line(error)}); download it again"
+        ) from error
+
+
+def _check_text_csv(rows: Path, source_uri: str) -> None:
+    """Whole-file checks on the first 64 KiB: not empty, text, a header line, commas."""
+    import codecs
+    import gzip
+
+    try:
+        with (gzip.open if rows.suffix == ".gz" else open)(rows, "rb") as handle:
+            head = handle.read(_HEAD)
+    except (OSError, EOFError) as error:
+        raise NotACsvError(
+            f"{source_uri}: a damaged gzip file ({_one_line(error)}); download it again"
+        ) from error
+    head = head.removeprefix(codecs.BOM_UTF8)
+    if not head.strip():
+        raise NotACsvError(f"{source_uri}: the file is empty; expected {EXPECTED_FILE}")
+    try:
+        # Incremental: a multi-byte character cut at the 64 KiB boundary is not an error.
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        if b"\x00" in head:
+            raise UnicodeDecodeError("utf-8", head, head.index(b"\x00"), 0, "NUL byte")
+    except UnicodeDecodeError as error:
+        raise NotACsvError(
+            f"{source_uri}: not a text file (byte {head[error.start]:#04x} at offset "
+            f"{error.start} is not UTF-8 text); expected {EXPECTED_FILE}"
+        ) from error
+    header = head.lstrip(b"\r\n").split(b"\n", 1)[0].decode("utf-8", "replace")
+    if len(header) >= _HEAD - 1:
+        raise NotACsvError(
+            f"{source_uri}: no line break in the first 64 KiB, so no header line; "
+            f"expected {EXPECTED_FILE}"
+        )
+    commas = header.count(",")
+    delimiter = max(_DELIMITERS, key=header.count)
+    if header.count(delimiter) > commas:
+        raise NotACsvError(
+            f"{source_uri}: looks {_DELIMITERS[delimiter]}-separated (the header has "
+            f"{header.count(delimiter)} of those, {commas} commas); expected comma-separated "
+            "values. Re-export the file with ',' as the separator"
+        )
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def component(image: str):
@@ -60,11 +172,12 @@ def component(image: str):
 
     @dsl.component(base_image=image, install_kfp_package=False)
     def ingest_csv(source_uri: str, dataset: Output[Dataset]):
-        """Read a Kaggle-format CSV (path or URL) into a Parquet dataset."""
+        """Fetch a Kaggle-format CSV (path or URL) once; record its sha256."""
+        from dataclasses import asdict
         from pathlib import Path
 
         from digits.components.ingest_csv import ingest_csv as run
 
-        dataset.metadata.update(vars(run(source_uri, Path(dataset.path))))
+        dataset.metadata.update(asdict(run(source_uri, Path(dataset.path))))
 
     return ingest_csv

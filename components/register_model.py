@@ -1,17 +1,20 @@
-"""Step 6: log the run to MLflow and register the model as a new version; safe to retry."""
+"""Step 6: log the pipeline run to MLflow and register the model as a new version; safe to retry.
+
+One pipeline run gives exactly one MLflow run per model family and at most one model version,
+however often the task is retried and even when the server commits a create but loses the
+answer (see :mod:`digits.tracking`).
+"""
 
 import json
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from digits.errors import RegistrationError
+from digits.artifacts import MODEL_FILENAME, TRAINING_FILENAME, Evaluation
+from digits.tracking import MODEL_FAMILY_TAG, PIPELINE_RUN_TAG
 
-# Ties an MLflow run and model version to the KFP run that made them: a retried task finds
-# its earlier work through it instead of registering a second version.
-PIPELINE_RUN_TAG = "kfp_pipeline_run_id"
-# Set once params and metrics are logged, so a retry does not log them twice.
-LOGGED_TAG = "digits_metrics_logged"
 MODEL_ARTIFACT = "model"
+DATA_REPORT_ARTIFACT = "data/train_validation_report.json"
 
 
 @dataclass(frozen=True)
@@ -21,27 +24,23 @@ class RunRecord:
     model_dir: Path
     history_path: Path
     evaluation_path: Path
+    validation_path: Path
     pipeline_run_id: str
     pipeline_run_name: str = ""
+    run_name: str = ""
+    train_data_uri: str = ""
+    data_report_path: Path | None = None
     data_params: dict[str, str | int | float] = field(default_factory=dict)
+    kfp_ui_url: str = ""
 
 
 @dataclass(frozen=True)
 class Registration:
     run_id: str
+    experiment_id: str
     model_name: str
-    model_version: str
+    model_version: str  # "" when the run was logged without registering a version
     model_uri: str
-
-    @classmethod
-    def of(cls, version) -> "Registration":
-        """From an MLflow ModelVersion."""
-        return cls(
-            run_id=version.run_id,
-            model_name=version.name,
-            model_version=str(version.version),
-            model_uri=f"models:/{version.name}/{version.version}",
-        )
 
 
 def register_model(
@@ -50,142 +49,429 @@ def register_model(
     experiment_name: str,
     registered_model_name: str,
     artifact_location: str = "",
+    register_version: bool = True,
+    timeout_s: float = 300,
 ) -> Registration:
-    """Log params, per-epoch and evaluation metrics and the model; register a model version.
+    """Log params, metrics, datasets, pictures and the model; register a model version.
 
-    A second call for the same ``record.pipeline_run_id`` reuses the MLflow run and returns
-    the version the first call registered. ``artifact_location`` only matters when the
-    experiment is created (a local store); a tracking server otherwise decides.
+    A second call for the same ``record.pipeline_run_id`` finishes what the first left undone
+    and returns the same run and version. With KFP's MLflow plugin on (``KFP_MLFLOW_CONFIG``), the
+    CNN is logged into the plugin's parent run, other model families into runs nested under it.
+    ``artifact_location`` only matters when the experiment is created (the local store).
+
+    Raises:
+        RegistrationError: the server stayed unreachable or failing for ``timeout_s`` seconds.
     """
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri)
-    try:
-        experiment_id = _experiment_id(client, experiment_name, artifact_location)
-        runs = client.search_runs(
-            [experiment_id], f"tags.{PIPELINE_RUN_TAG} = '{record.pipeline_run_id}'"
+    from digits.tracking import Budget, KfpMlflowPlugin, tracking_session
+
+    plugin = KfpMlflowPlugin.from_environment()
+    if plugin is not None:
+        tracking_uri = plugin.endpoint
+    budget = Budget(timeout_s)
+    training = json.loads((record.model_dir / TRAINING_FILENAME).read_text())
+    with tracking_session(tracking_uri, budget):
+        client = MlflowClient(tracking_uri)
+        logger = _RunLogger(client, budget, record, training)
+        experiment_id = (
+            plugin.experiment_id
+            if plugin
+            else logger.experiment(experiment_name, artifact_location)
         )
-        run = runs[0] if runs else None
-        if run is not None:
-            earlier = _find_version(client, registered_model_name, record.pipeline_run_id)
-            if earlier is not None:
-                return earlier
-        return _log_and_register(client, record, experiment_id, run, registered_model_name)
-    except MlflowException as error:
-        raise RegistrationError(
-            f"MLflow at {tracking_uri}: {error.message.splitlines()[0]}; check mlflow_tracking_uri "
-            "and that the tracking server is reachable, then retry the task"
-        ) from error
-
-
-def _experiment_id(client, name: str, artifact_location: str) -> str:
-    from mlflow.exceptions import MlflowException
-
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location or None)
-    except MlflowException:  # created by a concurrent run in the meantime
-        return client.get_experiment_by_name(name).experiment_id
-
-
-def _find_version(client, model_name: str, pipeline_run_id: str) -> Registration | None:
-    versions = client.search_model_versions(
-        f"name = '{model_name}' and tags.{PIPELINE_RUN_TAG} = '{pipeline_run_id}'"
+        run_id = logger.run(experiment_id, plugin)
+        model_id = logger.log_everything(run_id, experiment_id)
+        version = (
+            logger.register(registered_model_name, run_id, model_id) if register_version else ""
+        )
+        if plugin is None or run_id != plugin.parent_run_id:
+            # The plugin ends its own parent run when the pipeline run ends.
+            logger.finish(run_id)
+    return Registration(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        model_name=registered_model_name if version else "",
+        model_version=version,
+        model_uri=f"models:/{registered_model_name}/{version}"
+        if version
+        else f"models:/{model_id}",
     )
-    return Registration.of(versions[0]) if versions else None
 
 
-def _log_and_register(client, record: RunRecord, experiment_id: str, run, model_name: str):
+class _RunLogger:
+    """The steps of one registration, each idempotent and retried within the budget."""
+
+    def __init__(self, client, budget, record: RunRecord, training: dict):
+        self.client, self.budget, self.record, self.training = client, budget, record, training
+        self.family = training["result"].get(MODEL_FAMILY_TAG, "cnn")
+        self.evaluation = Evaluation.read(record.evaluation_path)
+        self.history = json.loads(record.history_path.read_text())
+
+    def experiment(self, name: str, artifact_location: str) -> str:
+        from digits.tracking import create_once
+
+        def find():
+            experiment = self.client.get_experiment_by_name(name)
+            return experiment.experiment_id if experiment else None
+
+        return create_once(
+            self.budget,
+            find,
+            lambda: self.client.create_experiment(
+                name, artifact_location=artifact_location or None
+            ),
+        )
+
+    def run(self, experiment_id: str, plugin) -> str:
+        """This pipeline run's MLflow run: found by tag, else created with training's start."""
+        from digits.tracking import create_once, readable_tags
+
+        if plugin is not None and self.family == "cnn":
+            return plugin.parent_run_id
+        record = self.record
+        key = f"{record.pipeline_run_id}/{self.family}"
+        tags = {
+            PIPELINE_RUN_TAG: key,
+            MODEL_FAMILY_TAG: self.family,
+            **readable_tags(record.pipeline_run_id, record.pipeline_run_name, record.kfp_ui_url),
+        }
+        if plugin is not None:
+            tags["mlflow.parentRunId"] = plugin.parent_run_id
+
+        def find():
+            runs = self.client.search_runs(
+                [experiment_id], f"tags.`{PIPELINE_RUN_TAG}` = '{key}'", max_results=1
+            )
+            return runs[0].info.run_id if runs else None
+
+        return create_once(
+            self.budget,
+            find,
+            lambda: (
+                self.client.create_run(
+                    experiment_id,
+                    start_time=self.training["result"].get("started_at_ms"),
+                    tags=tags,
+                    run_name=self.run_name(),
+                ).info.run_id
+            ),
+        )
+
+    def run_name(self) -> str:
+        """The user's name, else the recipe and the settings that differ from it."""
+        if self.record.run_name:
+            return self.record.run_name
+        from dataclasses import asdict
+
+        from digits.config import RECIPES
+
+        recipe = self.training.get("recipe", self.family)
+        defaults = asdict(RECIPES[recipe]) if recipe in RECIPES else {}
+        changed = {
+            key: value
+            for key, value in self.training["config"].items()
+            if key in defaults and defaults[key] != value
+        }
+        details = " ".join(f"{key}={value}" for key, value in sorted(changed.items()))
+        return f"{recipe} {details}".strip()
+
+    def log_everything(self, run_id: str, experiment_id: str) -> str:
+        """Params, tags, datasets, per-epoch metrics, the model, its evaluation and pictures."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        from digits.tracking import retry
+
+        record, result = self.record, self.training["result"]
+        params = {
+            "recipe": self.training.get("recipe", self.family),
+            **self.training["config"],
+            **record.data_params,
+        }
+        tags = {"keras_backend": result.get("backend", "")} if self.family == "cnn" else {}
+        tags["recipe"] = params["recipe"]
+        tags[MODEL_FAMILY_TAG] = self.family
+        if record.kfp_ui_url:
+            tags["mlflow.note.content"] = self._description()
+        retry(
+            self.budget,
+            lambda: self.client.log_batch(
+                run_id,
+                params=[Param(key, str(value)[:6000]) for key, value in params.items()],
+                tags=[RunTag(key, str(value)) for key, value in tags.items()],
+            ),
+        )
+        training_set, validation_set = self._datasets()
+        retry(self.budget, lambda: self._log_inputs(run_id, training_set, validation_set))
+        start = result.get("started_at_ms") or 0
+        epoch_metrics = _epoch_metrics(self.history, start)
+        for first in range(0, len(epoch_metrics), 900):  # the server takes 1000 per call
+            chunk = epoch_metrics[first : first + 900]
+            retry(self.budget, lambda chunk=chunk: self.client.log_batch(run_id, metrics=chunk))
+
+        model_id = self._log_model(run_id, experiment_id)
+        timestamp = start + int(1000 * result.get("seconds", 0))
+        evaluation_metrics = [
+            Metric(
+                f"eval/val_{name}",
+                value,
+                timestamp,
+                0,
+                model_id=model_id,
+                dataset_name=validation_set.name,
+                dataset_digest=validation_set.digest,
+            )
+            for name, value in self.evaluation.scalar_metrics().items()
+        ]
+        evaluation_metrics.append(Metric("train/seconds", result.get("seconds", 0.0), timestamp, 0))
+        retry(self.budget, lambda: self.client.log_batch(run_id, metrics=evaluation_metrics))
+        retry(self.budget, lambda: self._log_pictures_and_reports(run_id))
+        return model_id
+
+    def _description(self) -> str:
+        from digits.tracking import kfp_run_url
+
+        record = self.record
+        url = kfp_run_url(record.kfp_ui_url, record.pipeline_run_id)
+        return f"KFP run [{record.pipeline_run_name or record.pipeline_run_id}]({url})"
+
+    def _datasets(self):
+        """The training CSV (digest = sha256 of its bytes) and the validation split."""
+        import mlflow.data
+        import numpy as np
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        from digits.data import ImageSet
+
+        record = self.record
+        report = self._data_report() or {}
+        sha256 = report.get("source_sha256", "")
+        source_uri = record.train_data_uri or report.get("source_uri", "") or "unknown"
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": same class twice
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(source_uri)
+        # MLflow's dataset digest column holds 36 characters; the full hash is an input tag.
+        training_set = MetaDataset(
+            source, name=Path(source_uri).name or "train.csv", digest=sha256[:16] or None
+        )
+        training_set.sha256 = sha256
+        validation = ImageSet.load(record.validation_path)
+        validation_set = mlflow.data.from_numpy(
+            validation.images.reshape(len(validation), -1).astype(np.uint8, copy=False)
+            if validation.images.dtype == np.uint8
+            else validation.images.reshape(len(validation), -1),
+            targets=validation.labels,
+            source=source,
+            name="validation",
+        )
+        return training_set, validation_set
+
+    def _data_report(self) -> dict | None:
+        path = self.record.data_report_path
+        if path is None or not Path(path).is_file():
+            return None
+        return json.loads(Path(path).read_text())
+
+    def _log_inputs(self, run_id: str, training_set, validation_set) -> None:
+        from mlflow.entities import DatasetInput, InputTag
+
+        inputs = [
+            DatasetInput(
+                training_set._to_mlflow_entity(),
+                tags=[InputTag("mlflow.data.context", "training")]
+                + ([InputTag("sha256", training_set.sha256)] if training_set.sha256 else []),
+            ),
+            DatasetInput(
+                validation_set._to_mlflow_entity(),
+                tags=[InputTag("mlflow.data.context", "validation")],
+            ),
+        ]
+        self.client.log_inputs(run_id, datasets=inputs)
+
+    def _log_model(self, run_id: str, experiment_id: str) -> str:
+        """The MLflow 3 logged model of this run, created once, its files uploaded once."""
+        import mlflow
+
+        from digits.tracking import create_once, retry
+
+        def find():
+            models = self.client.search_logged_models(
+                [experiment_id],
+                filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_ARTIFACT}'",
+                max_results=1,
+            )
+            return models[0] if models else None
+
+        logged = create_once(
+            self.budget,
+            find,
+            lambda: self.client.create_logged_model(
+                experiment_id,
+                name=MODEL_ARTIFACT,
+                source_run_id=run_id,
+                tags={MODEL_FAMILY_TAG: self.family},
+                model_type=self.family,
+            ),
+        )
+        if str(logged.status) != "READY":
+            mlflow.set_tracking_uri(self.client.tracking_uri)  # log_model has only the fluent API
+            retry(self.budget, lambda: self._upload_model(run_id, logged.model_id))
+        return logged.model_id
+
+    def _upload_model(self, run_id: str, model_id: str) -> None:
+        # The logged model already names its run; no active run is needed (or ended).
+        flavor_kwargs = {"name": MODEL_ARTIFACT, "model_id": model_id}
+        if self.family == "cnn":
+            _log_keras_model(self.record.model_dir, self.training, flavor_kwargs)
+        else:
+            _log_sklearn_model(self.record.model_dir, flavor_kwargs)
+
+    def _log_pictures_and_reports(self, run_id: str) -> None:
+        from dataclasses import asdict
+
+        from digits import plots
+
+        evaluation = self.evaluation
+        self.client.log_dict(run_id, asdict(evaluation), "evaluation.json")
+        self.client.log_dict(run_id, self.history, "history.json")
+        self.client.log_dict(run_id, self.training, "training.json")
+        report = self._data_report()
+        if report is not None:
+            self.client.log_dict(run_id, report, DATA_REPORT_ARTIFACT)
+        self.client.log_figure(
+            run_id, plots.confusion_figure(evaluation), plots.CONFUSION_MATRIX_PNG
+        )
+        self.client.log_figure(
+            run_id, plots.training_curves_figure(self.history), plots.TRAINING_CURVES_PNG
+        )
+        self.client.log_figure(run_id, self._misclassified(), plots.MISCLASSIFIED_PNG)
+
+    def _misclassified(self):
+        from digits import plots
+        from digits.data import ImageSet
+        from digits.predictor import load_predictor
+
+        validation = ImageSet.load(self.record.validation_path)
+        predicted = load_predictor(self.record.model_dir)(validation.images).argmax(axis=1)
+        return plots.misclassified_figure(validation.images, validation.labels, predicted)
+
+    def register(self, model_name: str, run_id: str, model_id: str) -> str:
+        """This run's version of ``model_name``: found by tag, else created (and described)."""
+        from digits.tracking import create_once, retry
+
+        client, key = self.client, f"{self.record.pipeline_run_id}/{self.family}"
+        retry(self.budget, lambda: self._ensure_registered_model(model_name))
+
+        def find():
+            versions = client.search_model_versions(
+                f"name = '{model_name}' and tags.`{PIPELINE_RUN_TAG}` = '{key}'"
+            )
+            return str(versions[0].version) if versions else None
+
+        description = (
+            f"{self.run_name()}: validation accuracy {self.evaluation.accuracy:.4f} "
+            f"({sum(self.evaluation.support)} rows); KFP run "
+            f"{self.record.pipeline_run_name or self.record.pipeline_run_id}"
+        )
+        # Passing model_id also links the version to the logged model (tag mlflow.modelVersions).
+        version = create_once(
+            self.budget,
+            find,
+            lambda: str(
+                client.create_model_version(
+                    model_name,
+                    source=f"models:/{model_id}",
+                    run_id=run_id,
+                    tags={PIPELINE_RUN_TAG: key, MODEL_FAMILY_TAG: self.family},
+                    description=description,
+                    model_id=model_id,
+                ).version
+            ),
+        )
+        return version
+
+    def _ensure_registered_model(self, model_name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        description = (
+            "Handwritten-digit classifier (Kaggle Digit Recognizer format: 28x28 grey images, "
+            "pixels 0-255, labels 0-9), registered by the digits KFP pipeline. Alias `champion` "
+            "is the version batch prediction uses; `challenger` the latest that did not beat it."
+        )
+        try:
+            self.client.get_registered_model(model_name)
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            try:
+                self.client.create_registered_model(model_name, description=description)
+            except MlflowException as create_error:  # made by a concurrent run meanwhile
+                if create_error.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+
+    def finish(self, run_id: str) -> None:
+        from digits.tracking import retry
+
+        retry(self.budget, lambda: self.client.set_terminated(run_id, "FINISHED"))
+
+
+def _epoch_metrics(history: list[dict], start_ms: int):
+    """Per-epoch series named by split, timestamped from the history so a retry logs the same."""
+    from mlflow.entities import Metric
+
+    names = {
+        "loss": "train/loss",
+        "accuracy": "train/accuracy",
+        "val_loss": "val/loss",
+        "val_accuracy": "val/accuracy",
+        "learning_rate": "train/learning_rate",
+        "seconds": "train/epoch_seconds",
+    }
+    metrics, elapsed = [], 0.0
+    for record in history:
+        elapsed += record.get("seconds", 0.0)
+        timestamp = start_ms + int(1000 * elapsed)
+        for key, name in names.items():
+            if key in record:
+                metrics.append(Metric(name, float(record[key]), timestamp, int(record["epoch"])))
+    return metrics
+
+
+def _log_keras_model(model_dir: Path, training: dict, flavor_kwargs: dict) -> None:
     import keras
     import mlflow
     import numpy as np
     from mlflow.models import infer_signature
 
-    from digits.artifacts import MODEL_FILENAME, TRAINING_FILENAME, Evaluation
-
-    training = json.loads((record.model_dir / TRAINING_FILENAME).read_text())
-    history = json.loads(record.history_path.read_text())
-    evaluation = Evaluation.read(record.evaluation_path)
-    model = keras.saving.load_model(record.model_dir / MODEL_FILENAME)
-
-    if run is None:
-        run = client.create_run(
-            experiment_id,
-            run_name=record.pipeline_run_name or None,
-            tags={PIPELINE_RUN_TAG: record.pipeline_run_id},
-        )
-    run_id = run.info.run_id
-    if run.data.tags.get(LOGGED_TAG) != "true":
-        _log_run_data(client, run_id, training, history, evaluation, record.data_params)
-
-    mlflow.set_tracking_uri(client.tracking_uri)  # log_model only has the fluent API
-    with mlflow.start_run(run_id=run_id):  # ends the run (FINISHED) on exit
-        example = np.zeros((1, *model.input_shape[1:]), dtype=np.float32)
-        model_info = mlflow.keras.log_model(
-            model,
-            name=MODEL_ARTIFACT,
-            signature=infer_signature(example, model.predict(example, verbose=0)),
-            pip_requirements=_pip_requirements(training["result"]["backend"]),
-        )
-    version = mlflow.register_model(
-        model_info.model_uri, model_name, tags={PIPELINE_RUN_TAG: record.pipeline_run_id}
+    model = keras.saving.load_model(model_dir / MODEL_FILENAME)
+    example = np.zeros((1, *model.input_shape[1:]), dtype=np.float32)
+    mlflow.keras.log_model(
+        model,
+        signature=infer_signature(example, model.predict(example, verbose=0)),
+        pip_requirements=_pip_requirements(training["result"].get("backend", "tensorflow")),
+        **flavor_kwargs,
     )
-    client.update_model_version(
-        model_name,
-        version.version,
-        description=f"validation accuracy {evaluation.accuracy:.4f}; "
-        f"KFP run {record.pipeline_run_name or record.pipeline_run_id}",
-    )
-    return Registration.of(version)
 
 
-def _log_run_data(client, run_id, training, history, evaluation, data_params) -> None:
-    import time
-
-    from mlflow.entities import Metric, Param, RunTag
-
-    now = int(time.time() * 1000)
-    params = {**training["config"], **data_params}
-    metrics = [
-        Metric(name, value, now, epoch["epoch"])
-        for epoch in history
-        for name, value in epoch.items()
-        if name != "epoch"
-    ]
-    summary = {
-        **{f"eval_{name}": value for name, value in evaluation.scalar_metrics().items()},
-        "train_seconds": training["result"]["seconds"],
-        "epochs_run": training["result"]["epochs_run"],
-    }
-    metrics += [Metric(name, float(value), now, 0) for name, value in summary.items()]
-    # log_batch takes at most 1000 metrics and 100 params per call.
-    for start in range(0, len(metrics), 1000):
-        client.log_batch(run_id, metrics=metrics[start : start + 1000])
-    client.log_batch(
-        run_id,
-        params=[Param(key, str(value)) for key, value in params.items()],
-        tags=[RunTag("keras_backend", training["result"]["backend"])],
-    )
-    client.log_dict(run_id, asdict(evaluation), "evaluation.json")
-    client.log_dict(run_id, history, "history.json")
-    client.log_figure(run_id, _confusion_figure(evaluation), "confusion_matrix.png")
-    client.set_tag(run_id, LOGGED_TAG, "true")
-
-
-def _confusion_figure(evaluation):
-    """The validation confusion matrix as a figure for the MLflow UI."""
+def _log_sklearn_model(model_dir: Path, flavor_kwargs: dict) -> None:
+    import joblib
+    import mlflow
     import numpy as np
-    from matplotlib.figure import Figure
-    from sklearn.metrics import ConfusionMatrixDisplay
+    import skops.io
+    from mlflow.models import infer_signature
 
-    figure = Figure(figsize=(6, 6), layout="constrained")
-    axes = figure.subplots()
-    ConfusionMatrixDisplay(np.array(evaluation.confusion_matrix)).plot(ax=axes, colorbar=False)
-    axes.set_title(f"validation accuracy {evaluation.accuracy:.4f}")
-    return figure
+    from digits.artifacts import SKLEARN_MODEL_FILENAME
+
+    model = joblib.load(model_dir / SKLEARN_MODEL_FILENAME)
+    example = np.zeros((1, 28 * 28), dtype=np.float32)
+    mlflow.sklearn.log_model(
+        model,
+        signature=infer_signature(example, model.predict_proba(example)),
+        # MLflow saves with skops, which loads only the types it is told to trust: those of the
+        # estimator this pipeline just fitted (scikit-learn's own, plus numpy scalars).
+        skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+        **flavor_kwargs,
+    )
 
 
 def _pip_requirements(backend: str) -> list[str]:
@@ -208,13 +494,15 @@ def component(image: str):
     from typing import NamedTuple
 
     from kfp import dsl
-    from kfp.dsl import Artifact, Input, Model
+    from kfp.dsl import Artifact, Dataset, Input, Model
 
     @dsl.component(base_image=image, install_kfp_package=False)
     def register_model(
         model: Input[Model],
         history: Input[Artifact],
         evaluation: Input[Artifact],
+        validation: Input[Dataset],
+        data_report: Input[Artifact],
         mlflow_tracking_uri: str,
         experiment_name: str,
         registered_model_name: str,
@@ -222,10 +510,16 @@ def component(image: str):
         train_data_uri: str,
         validation_fraction: float,
         split_seed: int,
+        run_name: str,
+        register_version: bool,
+        kfp_ui_url: str,
+        mlflow_timeout_s: float,
         pipeline_run_id: str,
         pipeline_run_name: str,
-    ) -> NamedTuple("Outputs", mlflow_run_id=str, model_version=str, model_uri=str):
-        """Log to MLflow and register a model version (a retry returns the same version)."""
+    ) -> NamedTuple(
+        "Outputs", mlflow_run_id=str, mlflow_experiment_id=str, model_version=str, model_uri=str
+    ):
+        """Log the run to MLflow and register a model version (a retry returns the same one)."""
         from collections import namedtuple
         from pathlib import Path
 
@@ -236,13 +530,18 @@ def component(image: str):
             model_dir=Path(model.path),
             history_path=Path(history.path),
             evaluation_path=Path(evaluation.path),
+            validation_path=Path(validation.path),
+            data_report_path=Path(data_report.path),
             pipeline_run_id=pipeline_run_id,
             pipeline_run_name=pipeline_run_name,
+            run_name=run_name,
+            train_data_uri=train_data_uri,
             data_params={
                 "train_data_uri": train_data_uri,
                 "validation_fraction": validation_fraction,
                 "split_seed": split_seed,
             },
+            kfp_ui_url=kfp_ui_url,
         )
         registration = run(
             record,
@@ -250,8 +549,17 @@ def component(image: str):
             experiment_name=experiment_name,
             registered_model_name=registered_model_name,
             artifact_location=mlflow_artifact_location,
+            register_version=register_version,
+            timeout_s=mlflow_timeout_s,
         )
-        outputs = namedtuple("Outputs", ["mlflow_run_id", "model_version", "model_uri"])
-        return outputs(registration.run_id, registration.model_version, registration.model_uri)
+        outputs = namedtuple(
+            "Outputs", ["mlflow_run_id", "mlflow_experiment_id", "model_version", "model_uri"]
+        )
+        return outputs(
+            registration.run_id,
+            registration.experiment_id,
+            registration.model_version,
+            registration.model_uri,
+        )
 
     return register_model

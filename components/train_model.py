@@ -1,7 +1,7 @@
-"""Step 4: train the reference CNN (on a GPU in the cluster, on the CPU locally)."""
+"""Step 4: train the CNN with a named recipe, checkpointing each epoch so a retry resumes."""
 
-import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,8 +15,14 @@ class TrainResult:
     epochs_run: int
     best_val_accuracy: float
     final_val_accuracy: float
+    # Training time over all attempts (sum of the epochs' seconds), checkpoint writes excluded.
     seconds: float
+    images_per_second: float
     backend: str
+    # Unix ms when the first attempt started training (the MLflow run's start time).
+    started_at_ms: int
+    # Epochs restored from a checkpoint by this attempt (0: trained from scratch).
+    resumed_after_epoch: int
 
 
 def train_model(
@@ -25,71 +31,102 @@ def train_model(
     model_dir: Path,
     history_path: Path,
     config: TrainConfig,
+    recipe: str = "custom",
+    checkpoint_uri: str = "",
+    jit_compile: bool | str = "auto",
+    observers: Sequence = (),
 ) -> TrainResult:
-    """Fit the CNN with RMSprop and ReduceLROnPlateau(val_accuracy); save it and its history.
+    """Fit the CNN per ``config``; save it, its per-epoch history and the resolved recipe.
 
-    The model lands in ``model_dir/model.keras``; ``history_path`` gets one JSON record per
-    epoch (loss, accuracy, val_loss, val_accuracy, learning_rate, seconds).
+    The model lands in ``model_dir/model.keras`` and ``model_dir/training.json`` holds
+    ``{"recipe", "config", "result"}``. ``history_path`` is rewritten after every epoch (one
+    record per epoch: loss, accuracy, val_loss, val_accuracy, learning_rate, seconds). With a
+    ``checkpoint_uri`` (fsspec URI or path) every epoch is checkpointed there, and a restarted
+    call resumes after the last completed epoch. ``jit_compile`` goes to ``Model.compile``;
+    ``observers`` are extra Keras callbacks run after each epoch is recorded (the benchmark
+    scores held-out data there, outside the recorded epoch time).
+
+    Raises:
+        CheckpointError: the checkpoint is unreadable or was written by another recipe.
     """
+    import tempfile
+
     import keras
 
-    from digits.model import build_model
+    from digits.checkpoint import CheckpointStore, TrainingState
+    from digits.errors import CheckpointError
+    from digits.fitting import EpochRecorder, TrainingBatches, write_json_atomically
+    from digits.model import build_model, one_hot
 
     train, validation = ImageSet.load(train_path), ImageSet.load(validation_path)
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config)
-    history: list[dict[str, float]] = []
-    epoch_start: dict[str, float] = {}
-
-    def start_epoch(epoch: int, logs: dict | None) -> None:
-        epoch_start["time"] = time.perf_counter()
-        epoch_start["learning_rate"] = float(model.optimizer.learning_rate)
-
-    def end_epoch(epoch: int, logs: dict | None) -> None:
-        history.append(
-            {
-                "epoch": epoch + 1,
-                **{name: float(value) for name, value in (logs or {}).items()},
-                # The rate the epoch ran with: Keras logs it after ReduceLROnPlateau has acted.
-                "learning_rate": epoch_start["learning_rate"],
-                "seconds": round(time.perf_counter() - epoch_start["time"], 3),
-            }
-        )
-
-    started = time.perf_counter()
-    model.fit(
-        train.images,
-        train.labels,
-        validation_data=(validation.images, validation.labels),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        verbose=2,
-        callbacks=[
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_accuracy",
-                patience=config.lr_patience,
-                factor=config.lr_factor,
-                min_lr=config.min_learning_rate,
-                verbose=1,
-            ),
-            keras.callbacks.LambdaCallback(on_epoch_begin=start_epoch, on_epoch_end=end_epoch),
-        ],
+    store = CheckpointStore(checkpoint_uri) if checkpoint_uri else None
+    state = TrainingState(
+        recipe=recipe, config=asdict(config), epochs_done=0, started_at_ms=_now_ms()
     )
-    seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as work_dir:
+        restored = store.latest(Path(work_dir)) if store else None
+        if restored:
+            state, model_path = restored
+            if state.config != asdict(config):
+                raise CheckpointError(
+                    f"{checkpoint_uri}: checkpoint of recipe {state.recipe!r} with other "
+                    "settings; resume with the same recipe and overrides, or use a new "
+                    "checkpoint location"
+                )
+            model = keras.saving.load_model(model_path)
+            print(f"resuming after epoch {state.epochs_done} from {checkpoint_uri}", flush=True)
+        else:
+            steps_per_epoch = -(-len(train) // config.batch_size)
+            model = build_model(config, steps_per_epoch, jit_compile=jit_compile)
+    resumed_after = state.epochs_done
+
+    plateau = (
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_accuracy",
+            patience=config.lr_patience,
+            factor=config.lr_factor,
+            min_lr=config.min_learning_rate,
+        )
+        if config.schedule == "plateau"
+        else None
+    )
+    recorder = EpochRecorder(
+        state, history_path, store, plateau, print_line=lambda line: print(line, flush=True)
+    )
+    if state.epochs_done < config.epochs:
+        model.fit(
+            TrainingBatches(train.images, train.labels, config, initial_epoch=state.epochs_done),
+            validation_data=(validation.images, one_hot(validation.labels)),
+            initial_epoch=state.epochs_done,
+            epochs=config.epochs,
+            shuffle=False,  # TrainingBatches shuffles, keyed by seed and epoch
+            verbose=0,
+            callbacks=[c for c in (plateau, recorder, *observers) if c is not None],
+        )
+    history = state.history
+    write_json_atomically(history_path, history)
     model_dir.mkdir(parents=True, exist_ok=True)
     model.save(model_dir / MODEL_FILENAME)
-    history_path.write_text(json.dumps(history, indent=2))
     val_accuracy = [record["val_accuracy"] for record in history]
+    seconds = sum(record["seconds"] for record in history)
     result = TrainResult(
-        epochs_run=len(val_accuracy),
+        epochs_run=len(history),
         best_val_accuracy=max(val_accuracy),
         final_val_accuracy=val_accuracy[-1],
         seconds=round(seconds, 2),
+        images_per_second=round(len(train) * len(history) / seconds, 1),
         backend=keras.backend.backend(),
+        started_at_ms=state.started_at_ms,
+        resumed_after_epoch=resumed_after,
     )
-    training = {"config": asdict(config), "result": asdict(result)}
-    (model_dir / TRAINING_FILENAME).write_text(json.dumps(training, indent=2))
+    training = {"recipe": recipe, "config": asdict(config), "result": asdict(result)}
+    write_json_atomically(model_dir / TRAINING_FILENAME, training)
     return result
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def component(image: str):
@@ -101,40 +138,32 @@ def component(image: str):
     def train_model(
         train: Input[Dataset],
         validation: Input[Dataset],
+        recipe: str,
         epochs: int,
         batch_size: int,
-        learning_rate: float,
-        rho: float,
-        epsilon: float,
-        lr_patience: int,
-        lr_factor: float,
-        min_learning_rate: float,
-        augment: bool,
         seed: int,
+        checkpoint_root: str,
+        checkpoint_dir: str,
+        pipeline_run_id: str,
         model: Output[Model],
         history: Output[Artifact],
     ):
-        """Fit the reference CNN; the model directory holds model.keras."""
+        """Fit the CNN with the named recipe; the model directory holds model.keras."""
         from pathlib import Path
 
+        from digits.checkpoint import checkpoint_location
         from digits.components.train_model import train_model as run
-        from digits.config import TrainConfig
+        from digits.config import resolve_recipe
 
-        config = TrainConfig(
-            epochs=epochs,
-            batch_size=batch_size,
-            learning_rate=learning_rate,
-            rho=rho,
-            epsilon=epsilon,
-            lr_patience=lr_patience,
-            lr_factor=lr_factor,
-            min_learning_rate=min_learning_rate,
-            augment=augment,
-            seed=seed,
-        )
         result = run(
-            Path(train.path), Path(validation.path), Path(model.path), Path(history.path), config
+            Path(train.path),
+            Path(validation.path),
+            Path(model.path),
+            Path(history.path),
+            resolve_recipe(recipe, epochs=epochs, batch_size=batch_size, seed=seed),
+            recipe=recipe,
+            checkpoint_uri=checkpoint_location(checkpoint_dir, checkpoint_root, pipeline_run_id),
         )
-        model.metadata.update({**vars(result), "framework": "keras"})
+        model.metadata.update({**vars(result), "recipe": recipe, "framework": "keras"})
 
     return train_model

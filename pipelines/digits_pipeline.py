@@ -1,46 +1,26 @@
 """The digit-recognition DAG.
 
 ingest_csv -> validate_data -> normalize_and_split -> train_model (GPU pool) -> evaluate_model
--> register_model (MLflow) -> batch_predict, with the unlabeled CSV ingested and validated
-alongside. Placement, retries and caching are set here; the components hold only logic.
+-> register_model (MLflow) -> promote_model (champion/challenger) -> batch_predict (the
+registry's champion, over N shards) -> collect_predictions, with the unlabeled CSV ingested and
+validated alongside, and a CPU-only classical baseline (train_baseline -> evaluate_model ->
+register_model, its own MLflow run) beside the CNN. Placement, retries, caching and secrets are
+set here (helpers in ``placement``); the components hold only logic.
 """
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from digits import __version__
-from digits.config import TrainConfig
+from digits.config import DEFAULT_RECIPE
+from digits.pipelines.placement import (
+    ClusterSettings,
+    GpuToleration,  # noqa: F401  (re-exported: the CLI and tests import it from here)
+    place_on_gpu_pool,
+    secure_and_size_all_tasks,
+    use_mlflow_credentials,
+)
 
 PIPELINE_NAME = "digits-recognizer"
 DEFAULT_MLFLOW_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
-
-
-@dataclass(frozen=True)
-class GpuToleration:
-    """Lets the training pod onto tainted GPU nodes (GKE and AKS taint them like this)."""
-
-    key: str = "nvidia.com/gpu"
-    operator: str = "Exists"
-    value: str | None = None
-    effect: str | None = "NoSchedule"
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    """Compile-time settings: images, and where and how big the training task runs."""
-
-    image: str = f"digits-pipeline:{__version__}"
-    train_image: str = f"digits-pipeline:{__version__}-gpu"
-    # Set on GPU nodes by NVIDIA's GPU feature discovery (GPU operator).
-    gpu_node_selector: dict[str, str] = field(
-        default_factory=lambda: {"nvidia.com/gpu.present": "true"}
-    )
-    gpu_tolerations: tuple[GpuToleration, ...] = (GpuToleration(),)
-    gpu_count: int = 1
-    train_cpu: str = "4"
-    train_memory: str = "16G"
-    step_memory: str = "4G"
-    train_retries: int = 2
 
 
 def build_pipeline(settings: ClusterSettings | None = None):
@@ -52,24 +32,31 @@ def build_pipeline(settings: ClusterSettings | None = None):
 
     from digits.components import (
         batch_predict,
+        collect_predictions,
         evaluate_model,
         ingest_csv,
         normalize_and_split,
+        plan_prediction_shards,
+        promote_model,
         register_model,
+        train_baseline,
         train_model,
         validate_data,
     )
 
     settings = settings or ClusterSettings()
     image, train_image = settings.image, settings.train_image
-    defaults = TrainConfig()
     ingest_csv_op = ingest_csv.component(image)
     validate_data_op = validate_data.component(image)
     normalize_and_split_op = normalize_and_split.component(image)
     train_model_op = train_model.component(train_image)
+    train_baseline_op = train_baseline.component(image)
     evaluate_model_op = evaluate_model.component(image)
     register_model_op = register_model.component(image)
+    promote_model_op = promote_model.component(image)
+    plan_prediction_shards_op = plan_prediction_shards.component(image)
     batch_predict_op = batch_predict.component(image)
+    collect_predictions_op = collect_predictions.component(image)
 
     def validated_rows(uri, name: str, require_label: bool, max_rejected_fraction):
         """ingest_csv then validate_data for one CSV; the validate task's `valid` rows go on."""
@@ -80,8 +67,9 @@ def build_pipeline(settings: ClusterSettings | None = None):
             require_label=require_label,
             max_rejected_fraction=max_rejected_fraction,
         ).set_display_name(f"validate {name}")
+        # Same input and code give the same rows: reuse them across runs.
         for task in (raw, checked):
-            task.set_memory_request(settings.step_memory)
+            task.set_caching_options(True)
         return checked
 
     class PipelineOutputs(NamedTuple):
@@ -90,6 +78,8 @@ def build_pipeline(settings: ClusterSettings | None = None):
         evaluation: Artifact
         mlflow_run_id: str
         model_version: str
+        promotion_decision: str
+        predicted_with: str
 
     @dsl.pipeline(
         name=PIPELINE_NAME,
@@ -103,39 +93,41 @@ def build_pipeline(settings: ClusterSettings | None = None):
         experiment_name: str = "digits",
         registered_model_name: str = "digits-cnn",
         mlflow_artifact_location: str = "",
+        run_name: str = "",
+        kfp_ui_url: str = "",
+        mlflow_timeout_s: float = 300.0,
+        promotion_margin: float = 0.0,
+        max_recall_drop: float = 0.005,
+        predict_model_uri: str = "",
+        predict_shards: int = 1,
         max_rejected_fraction: float = 0.0,
         validation_fraction: float = 0.1,
         split_seed: int = 2,
-        epochs: int = defaults.epochs,
-        batch_size: int = defaults.batch_size,
-        learning_rate: float = defaults.learning_rate,
-        rho: float = defaults.rho,
-        epsilon: float = defaults.epsilon,
-        lr_patience: int = defaults.lr_patience,
-        lr_factor: float = defaults.lr_factor,
-        min_learning_rate: float = defaults.min_learning_rate,
-        augment: bool = defaults.augment,
-        seed: int = defaults.seed,
+        recipe: str = DEFAULT_RECIPE,
+        epochs: int = 0,
+        batch_size: int = 0,
+        seed: int = 2,
+        checkpoint_root: str = "",
+        checkpoint_dir: str = "",
+        train_baseline: bool = True,
+        baseline_candidate: bool = False,
     ) -> PipelineOutputs:
         train_rows = validated_rows(train_data_uri, "train.csv", True, max_rejected_fraction)
         split = normalize_and_split_op(
             rows=train_rows.outputs["valid"],
             validation_fraction=validation_fraction,
             seed=split_seed,
-        )
+        ).set_caching_options(True)
         trained = train_model_op(
             train=split.outputs["train"],
             validation=split.outputs["validation"],
+            recipe=recipe,
             epochs=epochs,
             batch_size=batch_size,
-            learning_rate=learning_rate,
-            rho=rho,
-            epsilon=epsilon,
-            lr_patience=lr_patience,
-            lr_factor=lr_factor,
-            min_learning_rate=min_learning_rate,
-            augment=augment,
             seed=seed,
+            checkpoint_root=checkpoint_root,
+            checkpoint_dir=checkpoint_dir,
+            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
         place_on_gpu_pool(trained, settings)
         evaluation = evaluate_model_op(
@@ -145,6 +137,8 @@ def build_pipeline(settings: ClusterSettings | None = None):
             model=trained.outputs["model"],
             history=trained.outputs["history"],
             evaluation=evaluation.outputs["report"],
+            validation=split.outputs["validation"],
+            data_report=train_rows.outputs["report"],
             mlflow_tracking_uri=mlflow_tracking_uri,
             experiment_name=experiment_name,
             registered_model_name=registered_model_name,
@@ -152,21 +146,106 @@ def build_pipeline(settings: ClusterSettings | None = None):
             train_data_uri=train_data_uri,
             validation_fraction=validation_fraction,
             split_seed=split_seed,
+            run_name=run_name,
+            register_version=True,
+            kfp_ui_url=kfp_ui_url,
+            mlflow_timeout_s=mlflow_timeout_s,
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         )
         # Registration writes to MLflow: never skip it on a cache hit; retry transient errors.
         registration.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
+        use_mlflow_credentials(registration, settings)
+
+        promotion = promote_model_op(
+            evaluation=evaluation.outputs["report"],
+            validation=split.outputs["validation"],
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            registered_model_name=registered_model_name,
+            model_version=registration.outputs["model_version"],
+            mlflow_run_id=registration.outputs["mlflow_run_id"],
+            mlflow_experiment_id=registration.outputs["mlflow_experiment_id"],
+            promotion_margin=promotion_margin,
+            max_recall_drop=max_recall_drop,
+            mlflow_timeout_s=mlflow_timeout_s,
+        )
+        # Moves aliases in the registry: never a cache hit; a retry re-applies its decision.
+        promotion.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
+        use_mlflow_credentials(promotion, settings)
+        # The classical baseline, on CPU beside the CNN, scored by the same step on the same rows
+        # and logged as its own MLflow run. KFP returns no outputs of tasks under dsl.If, so
+        # every step that uses them is inside this block.
+        with dsl.If(train_baseline == True, name="baseline"):  # noqa: E712 (a KFP condition)
+            baseline = train_baseline_op(train=split.outputs["train"], seed=seed)
+            baseline.set_display_name("train baseline")
+            baseline_evaluation = evaluate_model_op(
+                model=baseline.outputs["model"], validation=split.outputs["validation"]
+            ).set_display_name("evaluate baseline")
+            baseline_registration = register_model_op(
+                model=baseline.outputs["model"],
+                history=baseline.outputs["history"],
+                evaluation=baseline_evaluation.outputs["report"],
+                validation=split.outputs["validation"],
+                data_report=train_rows.outputs["report"],
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                experiment_name=experiment_name,
+                registered_model_name=registered_model_name,
+                mlflow_artifact_location=mlflow_artifact_location,
+                train_data_uri=train_data_uri,
+                validation_fraction=validation_fraction,
+                split_seed=split_seed,
+                run_name="",
+                # A promotion candidate only when asked: then it registers and meets the gate.
+                register_version=baseline_candidate,
+                kfp_ui_url=kfp_ui_url,
+                mlflow_timeout_s=mlflow_timeout_s,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            ).set_display_name("register baseline")
+            baseline_registration.set_caching_options(False).set_retry(
+                num_retries=3, backoff_duration="30s"
+            )
+            use_mlflow_credentials(baseline_registration, settings)
+            with dsl.If(baseline_candidate == True, name="baseline-candidate"):  # noqa: E712
+                # Runs beside the CNN's gate; each re-checks the champion before moving it.
+                baseline_promotion = promote_model_op(
+                    evaluation=baseline_evaluation.outputs["report"],
+                    validation=split.outputs["validation"],
+                    mlflow_tracking_uri=mlflow_tracking_uri,
+                    registered_model_name=registered_model_name,
+                    model_version=baseline_registration.outputs["model_version"],
+                    mlflow_run_id=baseline_registration.outputs["mlflow_run_id"],
+                    mlflow_experiment_id=baseline_registration.outputs["mlflow_experiment_id"],
+                    promotion_margin=promotion_margin,
+                    max_recall_drop=max_recall_drop,
+                    mlflow_timeout_s=mlflow_timeout_s,
+                )
+                baseline_promotion.set_display_name("promote baseline")
+                baseline_promotion.set_caching_options(False).set_retry(
+                    num_retries=3, backoff_duration="30s"
+                )
+                use_mlflow_credentials(baseline_promotion, settings)
 
         predict_rows = validated_rows(predict_data_uri, "test.csv", False, max_rejected_fraction)
-        predictions = batch_predict_op(
-            model=trained.outputs["model"],
-            rows=predict_rows.outputs["valid"],
-            model_version=registration.outputs["model_version"],
-        )
+        shards = plan_prediction_shards_op(shard_count=predict_shards)
+        with dsl.ParallelFor(shards.output) as shard_index:
+            # Scores with the registry's champion (or predict_model_uri), after the gate.
+            shard = batch_predict_op(
+                rows=predict_rows.outputs["valid"],
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                registered_model_name=registered_model_name,
+                predict_model_uri=predict_model_uri,
+                champion_version=promotion.outputs["champion_version"],
+                shard_index=shard_index,
+                shard_count=predict_shards,
+            ).set_caching_options(False)  # the champion behind the URI can change between runs
+            use_mlflow_credentials(shard, settings)
+        predictions = collect_predictions_op(
+            submissions=dsl.Collected(shard.outputs["submission"]),
+            probability_shards=dsl.Collected(shard.outputs["probabilities"]),
+        ).set_caching_options(False)
 
-        for task in (split, evaluation, registration, predictions):
-            task.set_memory_request(settings.step_memory)
+        secure_and_size_all_tasks(settings)
 
         return PipelineOutputs(
             submission=predictions.outputs["submission"],
@@ -174,29 +253,11 @@ def build_pipeline(settings: ClusterSettings | None = None):
             evaluation=evaluation.outputs["report"],
             mlflow_run_id=registration.outputs["mlflow_run_id"],
             model_version=registration.outputs["model_version"],
+            promotion_decision=promotion.outputs["decision"],
+            predicted_with=predictions.outputs["Output"],
         )
 
     return digits_pipeline
-
-
-def place_on_gpu_pool(task, settings: ClusterSettings) -> None:
-    """Request GPUs and pin the task to the GPU node pool; locally these are ignored."""
-    from kfp import kubernetes
-
-    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(settings.gpu_count)
-    task.set_cpu_request(settings.train_cpu).set_memory_request(settings.train_memory)
-    # A preempted GPU node kills the pod; retrying reschedules it.
-    task.set_retry(num_retries=settings.train_retries, backoff_duration="60s")
-    for key, value in settings.gpu_node_selector.items():
-        kubernetes.add_node_selector(task, label_key=key, label_value=value)
-    for toleration in settings.gpu_tolerations:
-        kubernetes.add_toleration(
-            task,
-            key=toleration.key,
-            operator=toleration.operator,
-            value=toleration.value,
-            effect=toleration.effect,
-        )
 
 
 def compile_pipeline(output: Path, settings: ClusterSettings | None = None) -> Path:

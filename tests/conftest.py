@@ -47,9 +47,9 @@ def split_sets(tmp_path_factory, train_csv) -> tuple[Path, Path]:
     from digits.components.validate_data import validate_data
 
     work = tmp_path_factory.mktemp("split")
-    ingest_csv(str(train_csv), work / "raw.parquet")
+    ingest_csv(str(train_csv), work / "dataset")
     validate_data(
-        work / "raw.parquet",
+        work / "dataset",
         work / "valid.parquet",
         work / "rejected.parquet",
         work / "report.json",

@@ -43,6 +43,16 @@ def test_malformed_toleration_is_refused_with_the_expected_form(tmp_path):
     assert "KEY[=VALUE][:EFFECT]" in result.output
 
 
+def test_more_than_one_gpu_is_refused_with_one_line_and_no_file(tmp_path):
+    output = tmp_path / "p.yaml"
+    result = runner.invoke(app, ["compile", "--output", str(output), "--gpus", "2"])
+
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert "2 GPUs requested" in line and "compile with --gpus 1" in line
+    assert not output.exists()
+
+
 def test_run_help_lists_the_documented_options():
     result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
     for option in ("--data", "--predict-data", "--epochs", "--summary-json", "--mlflow-uri"):

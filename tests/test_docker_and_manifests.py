@@ -1,7 +1,8 @@
-"""docker/Dockerfile and the MLflow manifests in manifests/.
+"""docker/Dockerfile and .dockerignore.
 
-Everything here runs without a Docker daemon or a cluster (hadolint and kubernetes-validate
-work offline); tests/test_images.py builds and runs the images where a daemon answers.
+Everything here runs without a Docker daemon (hadolint works offline); tests/test_images.py
+builds and runs the images where a daemon answers. The manifests are tested in
+tests/test_manifests.py.
 """
 
 import os
@@ -10,21 +11,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
-import yaml
-
-from digits.pipelines.digits_pipeline import DEFAULT_MLFLOW_URI, ClusterSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-MANIFESTS = ROOT / "manifests"
-KUSTOMIZATION = MANIFESTS / "kustomization.yaml"
-# The oldest Kubernetes minor whose schema `kubernetes-validate>=1.30` (the `test` extra) is sure
-# to ship; the manifests are also checked against the newest one the installed package ships.
-OLDEST_KUBERNETES = "1.30"
 
 
 # ---- helpers ------------------------------------------------------------------------------------
@@ -72,51 +64,6 @@ def _effective(stages: dict[str, dict], name: str, instruction: str) -> list[str
         for found, arguments in stage["instructions"]
         if found == instruction
     ]
-
-
-def _manifest_files() -> list[Path]:
-    return sorted(
-        path
-        for path in MANIFESTS.rglob("*")
-        if path.suffix in {".yaml", ".yml"} and path != KUSTOMIZATION
-    )
-
-
-def _objects() -> list[tuple[Path, dict]]:
-    objects = []
-    for path in _manifest_files():
-        for document in yaml.safe_load_all(path.read_text()):
-            if document is not None:
-                objects.append((path, document))
-    return objects
-
-
-def _one(kind: str, name: str = "mlflow") -> dict:
-    found = [
-        obj for _, obj in _objects() if obj["kind"] == kind and obj["metadata"]["name"] == name
-    ]
-    assert len(found) == 1, f"expected one {kind} named {name!r} in manifests/, found {len(found)}"
-    return found[0]
-
-
-def _option(command: list[str], flag: str) -> str:
-    assert command.count(flag) == 1, f"{flag} should appear once in {command}"
-    return command[command.index(flag) + 1]
-
-
-def _mlflow_container() -> dict:
-    containers = _one("Deployment")["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1
-    return containers[0]
-
-
-def _container_port(container: dict, port: int | str) -> int:
-    """Resolve a port given by number or by the container port's name."""
-    if isinstance(port, int):
-        return port
-    named = {p["name"]: p["containerPort"] for p in container.get("ports", []) if "name" in p}
-    assert port in named, f"port name {port!r} is not one of the container's ports {named}"
-    return named[port]
 
 
 # ---- Dockerfile ---------------------------------------------------------------------------------
@@ -196,126 +143,3 @@ def test_dockerignore_keeps_local_environments_and_caches_out_of_the_build_conte
         assert excluded in patterns, f".dockerignore should exclude {excluded}"
     for needed in ("pyproject.toml", "README.md", "src", "components", "pipelines"):
         assert needed not in patterns and f"!{needed}" not in patterns
-
-
-# ---- manifests ----------------------------------------------------------------------------------
-
-
-def test_manifests_validate_against_the_kubernetes_schema():
-    kubernetes_validate = pytest.importorskip(
-        "kubernetes_validate", reason="pip install kubernetes-validate (part of the `test` extra)"
-    )
-    newest = ".".join(str(kubernetes_validate.latest_version()).split(".")[:2])
-    objects = _objects()
-    assert objects, "no Kubernetes objects found under manifests/"
-    errors = []
-    for version in sorted({OLDEST_KUBERNETES, newest}):
-        for path, obj in objects:
-            where = f"{path.relative_to(ROOT)} {obj.get('kind')}/{obj['metadata'].get('name')}"
-            try:
-                used = kubernetes_validate.validate(obj, version, strict=True)
-            except kubernetes_validate.ValidationError as error:
-                field = ".".join(str(part) for part in error.absolute_path) or "<root>"
-                errors.append(f"{where} (Kubernetes {version}) at {field}: {error.message}")
-            else:
-                assert used == version, f"validated {where} against {used}, wanted {version}"
-    assert not errors, "\n".join(errors)
-
-
-def test_kustomization_lists_exactly_the_manifest_files():
-    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
-    assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1beta1"
-    assert kustomization["kind"] == "Kustomization"
-    resources = kustomization["resources"]
-    assert len(resources) == len(set(resources)), f"duplicate resources: {resources}"
-    present = {path.relative_to(MANIFESTS).as_posix() for path in _manifest_files()}
-    assert set(resources) == present
-
-
-def test_mlflow_objects_live_in_the_mlflow_namespace():
-    _one("Namespace")
-    for path, obj in _objects():
-        if obj["kind"] != "Namespace":
-            assert obj["metadata"].get("namespace") == "mlflow", f"{path}: {obj['kind']}"
-
-
-def test_default_mlflow_uri_is_the_mlflow_services_cluster_address():
-    service = _one("Service")
-    ports = service["spec"]["ports"]
-    assert len(ports) == 1, "the URI below assumes the Service exposes one port"
-    expected = (
-        f"http://{service['metadata']['name']}.{service['metadata']['namespace']}"
-        f".svc.cluster.local:{ports[0]['port']}"
-    )
-    assert expected == DEFAULT_MLFLOW_URI
-
-
-def test_mlflow_server_listens_on_the_port_the_service_targets():
-    container = _mlflow_container()
-    command = container["command"]
-    assert command[:2] == ["mlflow", "server"]
-    assert _option(command, "--host") == "0.0.0.0"
-    listen_port = int(_option(command, "--port"))
-
-    service = _one("Service")
-    (port,) = service["spec"]["ports"]
-    assert _container_port(container, port["targetPort"]) == listen_port
-    pod_labels = _one("Deployment")["spec"]["template"]["metadata"]["labels"]
-    assert service["spec"]["selector"].items() <= pod_labels.items()
-
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        check = container[probe]["httpGet"]
-        assert check["path"] == "/health", probe
-        assert _container_port(container, check["port"]) == listen_port, probe
-
-
-def test_mlflow_server_keeps_its_database_and_artifacts_on_the_claimed_volume():
-    deployment = _one("Deployment")
-    pod = deployment["spec"]["template"]["spec"]
-    container = _mlflow_container()
-    claim = _one("PersistentVolumeClaim", "mlflow-data")
-    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
-    assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
-
-    (volume,) = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
-    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
-    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
-    backend = _option(container["command"], "--backend-store-uri")
-    assert backend.startswith("sqlite:///")
-    database = backend.removeprefix("sqlite:///")
-    artifacts = _option(container["command"], "--artifacts-destination")
-    for path in (database, artifacts):
-        assert path.startswith(mount["mountPath"].rstrip("/") + "/"), path
-
-    # SQLite on a ReadWriteOnce volume: one pod, and the old one gone before the new one starts.
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"]["type"] == "Recreate"
-
-
-def test_mlflow_server_runs_the_pipeline_image_as_non_root_uid_1000():
-    pod = _one("Deployment")["spec"]["template"]["spec"]
-    container = _mlflow_container()
-    assert container["image"] == ClusterSettings().image
-    security = pod["securityContext"]
-    assert security["runAsNonRoot"] is True
-    assert security["runAsUser"] == 1000
-    assert security["fsGroup"] == 1000
-    assert container["securityContext"]["allowPrivilegeEscalation"] is False
-    for kind in ("requests", "limits"):
-        assert {"cpu", "memory"} <= container["resources"][kind].keys(), kind
-
-
-def test_mlflow_allowed_hosts_accept_the_pipelines_tracking_uri():
-    security_utils = pytest.importorskip("mlflow.server.security_utils")
-    command = _mlflow_container()["command"]
-    allowed = [host.strip() for host in _option(command, "--allowed-hosts").split(",")]
-    service = _one("Service")
-    name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
-    (port,) = service["spec"]["ports"]
-    # What an HTTP client sends as Host for the default URI, and for the Service's shorter names.
-    hosts = [urlsplit(DEFAULT_MLFLOW_URI).netloc] + [
-        f"{host}:{port['port']}"
-        for host in (name, f"{name}.{namespace}", f"{name}.{namespace}.svc")
-    ]
-    for host in hosts:
-        assert security_utils.is_allowed_host_header(allowed, host), host

@@ -2,6 +2,7 @@
 
 import numpy as np
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Metrics, Model
+from sklearn.metrics import log_loss
 
 from digits.artifacts import MODEL_FILENAME, Evaluation
 from digits.components import evaluate_model
@@ -12,14 +13,14 @@ def test_scores_agree_with_the_model_predictions(tmp_path, trained_model, split_
     import keras
 
     model_dir, _ = trained_model
-    evaluation = evaluate_model.evaluate_model(
-        model_dir / MODEL_FILENAME, split_sets[1], tmp_path / "report.json"
-    )
+    evaluation = evaluate_model.evaluate_model(model_dir, split_sets[1], tmp_path / "report.json")
 
     validation = ImageSet.load(split_sets[1])
     model = keras.saving.load_model(model_dir / MODEL_FILENAME)
-    predicted = model.predict(validation.images, verbose=0).argmax(axis=1)
+    probabilities = model.predict(validation.images, verbose=0)
+    predicted = probabilities.argmax(axis=1)
     assert np.isclose(evaluation.accuracy, np.mean(predicted == validation.labels))
+    assert np.isclose(evaluation.loss, log_loss(validation.labels, probabilities, labels=range(10)))
     matrix = np.array(evaluation.confusion_matrix)
     assert matrix.shape == (10, 10) and matrix.sum() == len(validation)
     assert np.trace(matrix) == int(round(evaluation.accuracy * len(validation)))

@@ -1,32 +1,62 @@
-"""Step 1: ingest_csv."""
+"""Step 1: ingest_csv fetches the source once, hashes it and rejects what is not a CSV."""
 
+import gzip
+import hashlib
+import json
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from threading import Thread
 
-import pandas as pd
 import pytest
 from kfp.dsl import Dataset
 
 from digits.components import ingest_csv
-from digits.data import PIXEL_COLUMNS, SOURCE_ROW_COLUMN
-from digits.errors import IngestError
+from digits.errors import NotACsvError, SourceNotFoundError
 
 
-def test_reads_gzipped_csv_into_parquet_keeping_every_cell(tmp_path, train_csv, sample_train):
-    summary = ingest_csv.ingest_csv(str(train_csv), tmp_path / "out.parquet")
+def test_keeps_gzip_as_is_and_hashes_the_source_bytes(tmp_path, train_csv):
+    info = ingest_csv.ingest_csv(str(train_csv), tmp_path / "dataset")
 
-    frame = pd.read_parquet(tmp_path / "out.parquet")
-    assert summary.rows == 400 and summary.columns == 785
-    assert list(frame.columns) == [SOURCE_ROW_COLUMN, "label", *PIXEL_COLUMNS]
-    assert frame[SOURCE_ROW_COLUMN].tolist() == list(range(1, 401))
-    expected = sample_train.head(400)
-    assert (frame[["label", *PIXEL_COLUMNS]].to_numpy() == expected.to_numpy()).all()
+    kept = tmp_path / "dataset" / "rows.csv.gz"
+    assert kept.read_bytes() == train_csv.read_bytes()
+    assert info.sha256 == hashlib.sha256(train_csv.read_bytes()).hexdigest()
+    assert (info.compression, info.size_bytes) == ("gzip", train_csv.stat().st_size)
+    source = json.loads((tmp_path / "dataset" / "source.json").read_text())
+    assert source == {
+        "source_uri": str(train_csv),
+        "sha256": info.sha256,
+        "size_bytes": info.size_bytes,
+        "compression": "gzip",
+    }
+
+
+def test_recognizes_gzip_by_content_not_name(tmp_path, test_csv):
+    disguised = tmp_path / "test.csv"
+    disguised.write_bytes(gzip.compress(test_csv.read_bytes()))
+
+    info = ingest_csv.ingest_csv(str(disguised), tmp_path / "dataset")
+
+    assert info.compression == "gzip" and (tmp_path / "dataset" / "rows.csv.gz").exists()
+
+
+def test_extracts_the_one_csv_of_a_zip(tmp_path, test_csv):
+    import zipfile
+
+    bundle = tmp_path / "test.zip"
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(test_csv, "digits/test.csv")
+
+    info = ingest_csv.ingest_csv(str(bundle), tmp_path / "dataset")
+
+    assert info.compression == "zip"
+    assert info.sha256 == hashlib.sha256(bundle.read_bytes()).hexdigest()
+    assert (tmp_path / "dataset" / "rows.csv").read_bytes() == test_csv.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "dataset").iterdir()) == ["rows.csv", "source.json"]
 
 
 def test_reads_a_file_url(tmp_path, test_csv):
-    summary = ingest_csv.ingest_csv(test_csv.as_uri(), tmp_path / "out.parquet")
-    assert summary.rows == 60 and summary.columns == 784
+    info = ingest_csv.ingest_csv(test_csv.as_uri(), tmp_path / "dataset")
+    assert info.compression == "none" and info.source_uri == test_csv.as_uri()
 
 
 def test_reads_gzipped_csv_over_http(tmp_path, train_csv):
@@ -35,38 +65,59 @@ def test_reads_gzipped_csv_over_http(tmp_path, train_csv):
         Thread(target=server.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{server.server_port}/{train_csv.name}"
         try:
-            summary = ingest_csv.ingest_csv(url, tmp_path / "out.parquet")
+            info = ingest_csv.ingest_csv(url, tmp_path / "dataset")
         finally:
             server.shutdown()
-    assert summary.rows == 400 and summary.source_uri == url
-
-
-def test_non_numeric_cells_survive_as_text_for_validation_to_report(tmp_path):
-    source = tmp_path / "bad.csv"
-    source.write_text("label,pixel0\n3,0\n4,oops\n")
-
-    ingest_csv.ingest_csv(str(source), tmp_path / "out.parquet")
-
-    assert pd.read_parquet(tmp_path / "out.parquet")["pixel0"].tolist() == ["0", "oops"]
+    assert info.sha256 == hashlib.sha256(train_csv.read_bytes()).hexdigest()
 
 
 def test_missing_file_names_the_path_and_the_fix(tmp_path):
     missing = tmp_path / "nope.csv"
-    with pytest.raises(IngestError, match=r"nope\.csv: file not found; check the path or URL"):
-        ingest_csv.ingest_csv(str(missing), tmp_path / "out.parquet")
+    with pytest.raises(SourceNotFoundError, match=r"nope\.csv: file not found; check the path"):
+        ingest_csv.ingest_csv(str(missing), tmp_path / "dataset")
 
 
-def test_empty_file_is_a_clear_error(tmp_path):
-    empty = tmp_path / "empty.csv"
-    empty.write_text("")
-    with pytest.raises(IngestError, match=r"empty\.csv: not a readable CSV"):
-        ingest_csv.ingest_csv(str(empty), tmp_path / "out.parquet")
+def test_unreachable_server_is_not_reported_as_a_missing_file(tmp_path):
+    with ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler) as closed:
+        port = closed.server_port
+    with pytest.raises(SourceNotFoundError, match=r"cannot be reached \(.*\); check the URL"):
+        ingest_csv.ingest_csv(f"http://127.0.0.1:{port}/train.csv", tmp_path / "dataset")
 
 
-def test_wrapper_writes_the_output_artifact_and_its_metadata(tmp_path, test_csv):
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"bad\.csv: the file is empty; expected a comma-separated text file"),
+        (b"\xef\xbb\xbf\r\n", r"bad\.csv: the file is empty"),
+        (b"label;pixel0;pixel1\n1;2;3\n", r"bad\.csv: looks `;`-separated \(the header has 2"),
+        (b"label|pixel0|pixel1\n", r"bad\.csv: looks `\|`-separated"),
+        (b"PK\x03\x04broken", r"bad\.csv: a damaged zip"),
+        (b"\x1f\x8b\x08\x00broken", r"bad\.csv: a damaged gzip file"),
+        (b"label,pixel0\n\x00\x01\x02", r"bad\.csv: not a text file \(byte 0x00 at offset 13"),
+        (b"label,pixel0\n\xff\xfe", r"bad\.csv: not a text file \(byte 0xff at offset 13"),
+        (b"0," * 40000, r"bad\.csv: no line break in the first 64 KiB"),
+    ],
+)
+def test_files_that_are_not_a_csv_fail_with_one_line(tmp_path, content, message):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+
+    with pytest.raises(NotACsvError, match=message) as error:
+        ingest_csv.ingest_csv(str(bad), tmp_path / "dataset")
+    assert "\n" not in str(error.value)
+
+
+def test_a_multibyte_character_cut_at_the_sniffed_boundary_is_text(tmp_path):
+    text = tmp_path / "long.csv"
+    text.write_bytes(b"label,pixel0\n" + ("é" * 40000).encode() + b"\n")
+    ingest_csv.ingest_csv(str(text), tmp_path / "dataset")
+
+
+def test_wrapper_records_the_digest_in_the_artifact_metadata(tmp_path, test_csv):
     dataset = Dataset(name="dataset", uri=str(tmp_path / "dataset"))
 
     ingest_csv.component("digits:test").python_func(source_uri=str(test_csv), dataset=dataset)
 
-    assert len(pd.read_parquet(dataset.path)) == 60
-    assert dataset.metadata["rows"] == 60 and dataset.metadata["source_uri"] == str(test_csv)
+    assert dataset.metadata["sha256"] == hashlib.sha256(test_csv.read_bytes()).hexdigest()
+    assert dataset.metadata["source_uri"] == str(test_csv)
+    assert (tmp_path / "dataset" / "rows.csv").exists()

@@ -1,6 +1,14 @@
-"""The whole pipeline through kfp.local on a small real slice, one epoch, every artifact checked."""
+"""The whole pipeline through `digits run` (kfp.local) on a small real slice, as a user runs it.
+
+Two runs share one MLflow experiment: the first (1 epoch) becomes champion; the second (2
+epochs, 3 prediction shards, predicting with version 1 pinned) must line up with it in MLflow
+and give the same submission as the single-shard run.
+"""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -10,34 +18,67 @@ import pytest
 from mlflow import MlflowClient
 
 from digits.artifacts import Evaluation
-from digits.config import TrainConfig
 from digits.data import ImageSet
-from digits.local_run import LocalRunSettings, run_locally
+from digits.local_run import sample_data
 
 pytestmark = pytest.mark.slow
 
+DIGITS = str(Path(sys.executable).with_name("digits"))
+MODEL = "test-local-pipeline-model"
+EXPERIMENT = "test-local-pipeline"
+STEP_TITLES = ("ingest", "validate", "split", "train", "evaluate", "register", "promote")
+
+
+def digits_run(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [DIGITS, "run", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory, train_csv, test_csv, mlflow_server):
-    work = tmp_path_factory.mktemp("local-run")
-    labels = work / "labels.csv"
-    # Labels for the 60-row test slice, from the bundled held-out file.
-    from digits.local_run import sample_data
+def labels(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("labels") / "labels.csv"
+    pd.read_csv(sample_data("test_labels.csv.gz")).head(60).to_csv(path, index=False)
+    return path
 
-    pd.read_csv(sample_data("test_labels.csv.gz")).head(60).to_csv(labels, index=False)
-    settings = LocalRunSettings(
-        train_data=str(train_csv),
-        predict_data=str(test_csv),
-        predict_labels=str(labels),
-        output_dir=work,
-        mlflow_uri=mlflow_server,
-        experiment_name="test-local-pipeline",
-        registered_model_name="test-local-pipeline-model",
-        train=TrainConfig(epochs=1),
-    )
-    summary = run_locally(settings)
+
+def _run(work: Path, train_csv, test_csv, labels, mlflow_server, *extra: str):
+    result = digits_run(
+        "--data", str(train_csv),
+        "--predict-data", str(test_csv),
+        "--predict-labels", str(labels),
+        "--output-dir", str(work),
+        "--mlflow-uri", mlflow_server,
+        "--experiment", EXPERIMENT,
+        "--model-name", MODEL,
+        "--summary-json", str(work / "summary.json"),
+        *extra,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     (run_dir,) = (work / "pipeline_root").iterdir()
-    return summary, run_dir, mlflow_server
+    return result, json.loads((work / "summary.json").read_text()), run_dir
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, train_csv, test_csv, labels, mlflow_server):
+    work = tmp_path_factory.mktemp("first-run")
+    return _run(work, train_csv, test_csv, labels, mlflow_server, "--epochs", "1")
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory, first_run, train_csv, test_csv, labels, mlflow_server):
+    work = tmp_path_factory.mktemp("second-run")
+    first_version = first_run[1]["model_version"]
+    return _run(
+        work, train_csv, test_csv, labels, mlflow_server,
+        "--epochs", "2",
+        "--predict-shards", "3",
+        "--predict-model-uri", f"models:/{MODEL}/{first_version}",
+    )  # fmt: skip
 
 
 def _task(run_dir: Path, task: str, output: str) -> Path:
@@ -46,11 +87,31 @@ def _task(run_dir: Path, task: str, output: str) -> Path:
     return path
 
 
-def test_every_task_wrote_its_artifacts(local_run):
-    _, run_dir, _ = local_run
+def test_the_report_is_one_line_per_step_and_the_summary(first_run):
+    result, summary, _ = first_run
+    lines = result.stdout.strip().splitlines()
 
-    assert len(pd.read_parquet(_task(run_dir, "ingest-csv", "dataset"))) == 400
-    assert len(pd.read_parquet(_task(run_dir, "ingest-csv-2", "dataset"))) == 60
+    assert len(lines) <= 40, result.stdout
+    steps = [line for line in lines if line.startswith("✓ ")]
+    titles = [line.split()[1] for line in steps]
+    assert set(STEP_TITLES) <= set(titles)
+    assert titles.count("ingest") == titles.count("validate") == 2
+    assert "Executor" not in result.stdout and "executor_input" not in result.stdout
+    for key in ("held-out accuracy", "promotion", "predicted with", "MLflow run", "task logs"):
+        assert any(line.strip().startswith(key) for line in lines), key
+    logs = Path(summary["logs_dir"])
+    assert {"pipeline.log", "train-model.log", "register-model.log"} <= {
+        path.name for path in logs.iterdir()
+    }
+    assert "epoch 1/1" in (logs / "train-model.log").read_text()
+
+
+def test_every_task_wrote_its_artifacts(first_run):
+    _, _, run_dir = first_run
+
+    for task in ("ingest-csv", "ingest-csv-2"):
+        source = json.loads((_task(run_dir, task, "dataset") / "source.json").read_text())
+        assert len(source["sha256"]) == 64
     for task, rows in (("validate-data", 400), ("validate-data-2", 60)):
         assert len(pd.read_parquet(_task(run_dir, task, "valid"))) == rows
         assert len(pd.read_parquet(_task(run_dir, task, "rejected"))) == 0
@@ -63,14 +124,16 @@ def test_every_task_wrote_its_artifacts(local_run):
     assert len(json.loads(_task(run_dir, "train-model", "history").read_text())) == 1
     evaluation = Evaluation.read(_task(run_dir, "evaluate-model", "report"))
     assert np.array(evaluation.confusion_matrix).sum() == 40
-    submission = pd.read_csv(_task(run_dir, "batch-predict", "submission"))
+    decision = _task(run_dir, "promote-model", "decision_report").read_text()
+    assert "promoted to `champion`" in decision
+    submission = pd.read_csv(_task(run_dir, "collect-predictions", "submission"))
     assert list(submission.columns) == ["ImageId", "Label"]
     assert submission["ImageId"].tolist() == list(range(1, 61))
-    assert len(pd.read_parquet(_task(run_dir, "batch-predict", "probabilities"))) == 60
+    assert len(pd.read_parquet(_task(run_dir, "collect-predictions", "probabilities"))) == 60
 
 
-def test_kfp_metrics_artifacts_were_recorded(local_run):
-    _, run_dir, _ = local_run
+def test_kfp_metrics_artifacts_were_recorded(first_run):
+    _, _, run_dir = first_run
     outputs = json.loads(_task(run_dir, "evaluate-model", "executor_output.json").read_text())
     metrics = outputs["artifacts"]["metrics"]["artifacts"][0]["metadata"]
     assert 0.0 <= metrics["accuracy"] <= 1.0
@@ -78,36 +141,98 @@ def test_kfp_metrics_artifacts_were_recorded(local_run):
     assert len(confusion["confusionMatrix"]["rows"]) == 10
 
 
-def test_summary_matches_mlflow_and_the_submission(local_run):
-    summary, _, mlflow_server = local_run
+def test_summary_matches_mlflow_and_the_registry(first_run, mlflow_server):
+    _, summary, _ = first_run
 
     client = MlflowClient(mlflow_server)
-    run = client.get_run(summary.mlflow_run_id)
-    assert run.data.metrics["eval_accuracy"] == pytest.approx(summary.validation_accuracy)
-    version = client.get_model_version("test-local-pipeline-model", summary.model_version)
-    assert version.run_id == summary.mlflow_run_id
-    assert Path(summary.predictions_path).name == "submission.csv"
-    assert len(pd.read_csv(summary.predictions_path)) == 60
-    assert Path(summary.model_path).exists()
-    assert 0.0 <= summary.accuracy <= 1.0
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.data.metrics["eval/val_accuracy"] == pytest.approx(summary["validation_accuracy"])
+    version = client.get_model_version(MODEL, summary["model_version"])
+    assert version.run_id == summary["mlflow_run_id"]
+    assert summary["promotion_decision"] == "champion"
+    assert summary["predicted_with"] == (
+        f"{MODEL} v{summary['model_version']} (models:/{MODEL}@champion)"
+    )
+    assert Path(summary["predictions_path"]).name == "submission.csv"
+    assert len(pd.read_csv(summary["predictions_path"])) == 60
+    assert 0.0 <= summary["accuracy"] <= 1.0
 
 
-def test_bad_input_fails_the_run_and_keeps_earlier_artifacts(tmp_path, sample_train, test_csv):
-    broken = tmp_path / "train.csv"
-    sample_train.head(50).drop(columns=["pixel783"]).to_csv(broken, index=False)
-    settings = LocalRunSettings(
-        train_data=str(broken),
-        predict_data=str(test_csv),
-        predict_labels=None,
-        output_dir=tmp_path / "out",
-        train=TrainConfig(epochs=1),
+def test_two_runs_line_up_in_mlflow_for_comparison(first_run, second_run, mlflow_server):
+    client = MlflowClient(mlflow_server)
+    first = client.get_run(first_run[1]["mlflow_run_id"])
+    second = client.get_run(second_run[1]["mlflow_run_id"])
+
+    assert first.info.experiment_id == second.info.experiment_id
+    assert first.info.run_name != second.info.run_name  # the epochs differ, and the name says so
+    assert set(first.data.params) == set(second.data.params)
+    assert (first.data.params["epochs"], second.data.params["epochs"]) == ("1", "2")
+    assert set(first.data.metrics) == set(second.data.metrics)
+
+    def inputs(run):
+        return sorted(
+            (i.dataset.name, {t.key: t.value for t in i.tags}["mlflow.data.context"])
+            for i in run.inputs.dataset_inputs
+        )
+
+    assert (
+        inputs(first)
+        == inputs(second)
+        == [
+            ("train.csv.gz", "training"),
+            ("validation", "validation"),
+        ]
     )
 
-    with pytest.raises(RuntimeError, match="validate-data"):
-        run_locally(settings)
+    def pictures(run):
+        return {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+
+    assert (
+        pictures(first)
+        == pictures(second)
+        == {
+            "plots/confusion_matrix.png",
+            "plots/misclassified.png",
+            "plots/training_curves.png",
+        }
+    )
+
+
+def test_three_prediction_shards_give_the_single_shard_submission(first_run, second_run):
+    _, first_summary, _ = first_run
+    _, second_summary, run_dir = second_run
+
+    assert second_summary["predicted_with"].startswith(
+        f"{MODEL} v{first_summary['model_version']} "
+    )
+    shards = sorted(run_dir.glob("for-loop-*-iteration-*"))
+    assert len(shards) == 3
+    assert pd.read_csv(second_summary["predictions_path"]).equals(
+        pd.read_csv(first_summary["predictions_path"])
+    )
+
+
+def test_a_failed_step_ends_with_its_own_message_and_keeps_earlier_artifacts(
+    tmp_path, sample_train, test_csv
+):
+    broken = tmp_path / "train.csv"
+    sample_train.head(50).drop(columns=["pixel783"]).to_csv(broken, index=False)
+
+    result = digits_run(
+        "--data", str(broken), "--predict-data", str(test_csv),
+        "--output-dir", str(tmp_path / "out"), "--epochs", "1",
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    *_, log_line, last = result.stderr.strip().splitlines()
+    assert last.startswith("digits run: validate-data failed: ")
+    assert "missing pixel783" in last and str(broken) in last
+    log_path = Path(log_line.split("full log: ", 1)[1])
+    assert log_path.name == "validate-data.log" and "Traceback" in log_path.read_text()
 
     (run_dir,) = (tmp_path / "out" / "pipeline_root").iterdir()
-    assert len(pd.read_parquet(_task(run_dir, "ingest-csv", "dataset"))) == 50
+    assert (_task(run_dir, "ingest-csv", "dataset") / "rows.csv").exists()
     report = json.loads(_task(run_dir, "validate-data", "report").read_text())
-    assert report["missing_columns"] == ["pixel783"]
+    assert "missing pixel783" in report["error"]
     assert not (run_dir / "train-model").exists()

@@ -1,4 +1,8 @@
-"""The compiled KFP v2 IR: DAG shape, images and GPU placement of the training task alone."""
+"""The compiled KFP v2 IR: DAG shape, images, and each task's pod settings.
+
+Pod settings are asserted task by task over every task of every DAG in the IR (sub-DAGs of
+ParallelFor and Condition included), so a task added later is checked without a new test.
+"""
 
 import inspect
 import subprocess
@@ -10,23 +14,34 @@ import yaml
 
 from digits.components import (
     batch_predict,
+    collect_predictions,
     evaluate_model,
     ingest_csv,
     normalize_and_split,
+    plan_prediction_shards,
+    promote_model,
     register_model,
+    train_baseline,
     train_model,
     validate_data,
 )
+from digits.config import DEFAULT_RECIPE
+from digits.errors import SettingsError
 from digits.pipelines.digits_pipeline import ClusterSettings, GpuToleration, compile_pipeline
+from digits.pipelines.placement import MLFLOW_CREDENTIAL_KEYS, Resources
 
 STEPS = [
     ingest_csv,
     validate_data,
     normalize_and_split,
     train_model,
+    train_baseline,
     evaluate_model,
     register_model,
+    promote_model,
+    plan_prediction_shards,
     batch_predict,
+    collect_predictions,
 ]
 EXPECTED_DEPENDENCIES = {
     "ingest-csv": set(),
@@ -34,11 +49,29 @@ EXPECTED_DEPENDENCIES = {
     "normalize-and-split": {"validate-data"},
     "train-model": {"normalize-and-split"},
     "evaluate-model": {"train-model", "normalize-and-split"},
-    "register-model": {"train-model", "evaluate-model"},
+    "register-model": {"train-model", "evaluate-model", "normalize-and-split", "validate-data"},
+    "promote-model": {"evaluate-model", "normalize-and-split", "register-model"},
     "ingest-csv-2": set(),
     "validate-data-2": {"ingest-csv-2"},
-    "batch-predict": {"train-model", "validate-data-2", "register-model"},
+    "plan-prediction-shards": set(),
+    # Predicts after the gate, with whatever the registry's champion then is.
+    "for-loop-3": {"plan-prediction-shards", "promote-model", "validate-data-2"},
+    "collect-predictions": {"for-loop-3"},
+    "condition-1": {"normalize-and-split", "validate-data"},
 }
+# Inside condition-1 (pipeline parameter train_baseline): the classical baseline on CPU, its own
+# MLflow run, and (condition-2, baseline_candidate) its own pass through the promotion gate.
+EXPECTED_BASELINE_DEPENDENCIES = {
+    "train-baseline": set(),
+    "evaluate-model-2": {"train-baseline"},
+    "register-model-2": {"train-baseline", "evaluate-model-2"},
+    "condition-2": {"evaluate-model-2", "register-model-2"},
+}
+CONTAINER_TASKS = (
+    set(EXPECTED_DEPENDENCIES) - {"for-loop-3", "condition-1"}
+    | set(EXPECTED_BASELINE_DEPENDENCIES) - {"condition-2"}
+    | {"batch-predict", "promote-model-2"}
+)
 
 
 def _compile(tmp_path, settings=None) -> tuple[dict, dict]:
@@ -62,7 +95,43 @@ def test_dag_has_the_expected_tasks_and_edges(compiled):
     )
 
 
-def test_seven_components_each_running_its_step_function(compiled):
+def test_baseline_branch_is_switchable_and_scored_by_the_same_step(compiled):
+    spec, _ = compiled
+    condition = spec["root"]["dag"]["tasks"]["condition-1"]
+    assert condition["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--train_baseline'] == true"
+    )
+    branch = spec["components"][condition["componentRef"]["name"]]["dag"]["tasks"]
+    assert {name: set(task.get("dependentTasks", [])) for name, task in branch.items()} == (
+        EXPECTED_BASELINE_DEPENDENCIES
+    )
+    assert branch["train-baseline"]["taskInfo"]["name"] == "train baseline"
+    assert branch["evaluate-model-2"]["taskInfo"]["name"] == "evaluate baseline"
+    evaluated = branch["evaluate-model-2"]["inputs"]["artifacts"]
+    assert evaluated["model"]["taskOutputArtifact"]["producerTask"] == "train-baseline"
+    # The same validation rows as the CNN's evaluation, through the same component code.
+    assert evaluated["validation"]["componentInputArtifact"] == (
+        "pipelinechannel--normalize-and-split-validation"
+    )
+    executors = spec["deploymentSpec"]["executors"]
+    assert (
+        executors["exec-evaluate-model-2"]["container"]["command"]
+        == (executors["exec-evaluate-model"]["container"]["command"])
+    )
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["train_baseline"]["defaultValue"] is True
+
+
+def test_baseline_runs_on_cpu_only_off_the_gpu_pool(compiled):
+    spec, platform = compiled
+    container = spec["deploymentSpec"]["executors"]["exec-train-baseline"]["container"]
+    assert "accelerator" not in container.get("resources", {})
+    assert container["image"] == ClusterSettings().image
+    placed = platform["deploymentSpec"]["executors"]["exec-train-baseline"]
+    assert "nodeSelector" not in placed and "tolerations" not in placed
+
+
+def test_each_component_runs_its_step_function(compiled):
     spec, _ = compiled
     functions = set()
     for executor in spec["deploymentSpec"]["executors"].values():
@@ -84,7 +153,6 @@ def test_only_the_training_task_asks_for_a_gpu_and_the_gpu_pool(compiled):
     assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
 
     placed = platform["deploymentSpec"]["executors"]
-    assert set(placed) == {"exec-train-model"}
     assert placed["exec-train-model"]["nodeSelector"]["labels"] == {
         "nvidia.com/gpu.present": "true"
     }
@@ -102,20 +170,23 @@ def test_images_retries_and_caching_are_set_in_the_pipeline(compiled):
         settings.image
     }
     tasks = spec["root"]["dag"]["tasks"]
-    assert tasks["train-model"]["retryPolicy"]["maxRetryCount"] == 2
+    assert tasks["train-model"]["retryPolicy"]["maxRetryCount"] == 3
     assert tasks["register-model"]["retryPolicy"]["maxRetryCount"] == 3
     assert tasks["register-model"]["cachingOptions"].get("enableCache") is not True
 
 
-def test_pipeline_parameters_default_to_the_reference_recipe(compiled):
+def test_pipeline_parameters_and_their_defaults(compiled):
     spec, _ = compiled
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     defaults = {name: p.get("defaultValue") for name, p in parameters.items()}
-    assert defaults["epochs"] == 30 and defaults["batch_size"] == 64
-    assert defaults["learning_rate"] == 0.001 and defaults["rho"] == 0.9
-    assert defaults["lr_patience"] == 3 and defaults["lr_factor"] == 0.5
-    assert defaults["min_learning_rate"] == 1e-05
+    # The recipe is resolved in one place (digits.config); 0 keeps the recipe's own value.
+    assert defaults["recipe"] == DEFAULT_RECIPE
+    assert (defaults["epochs"], defaults["batch_size"], defaults["seed"]) == (0, 0, 2)
+    assert "learning_rate" not in defaults and "rho" not in defaults
     assert defaults["validation_fraction"] == 0.1 and defaults["split_seed"] == 2
+    assert defaults["promotion_margin"] == 0.0 and defaults["max_recall_drop"] == 0.005
+    assert defaults["predict_model_uri"] == "" and defaults["predict_shards"] == 1
+    assert defaults["train_baseline"] is True and defaults["baseline_candidate"] is False
     assert defaults["train_data_uri"] is None  # required at submit time
 
 
@@ -125,13 +196,12 @@ def test_custom_pool_and_images(tmp_path):
         train_image="registry.example/digits:1-gpu",
         gpu_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
         gpu_tolerations=(GpuToleration(key="pool", operator="Equal", value="gpu", effect=None),),
-        gpu_count=2,
     )
     spec, platform = _compile(tmp_path, settings)
 
     train = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]
     assert train["image"] == "registry.example/digits:1-gpu"
-    assert train["resources"]["accelerator"]["resourceCount"] == "2"
+    assert train["resources"]["accelerator"]["resourceCount"] == "1"
     placed = platform["deploymentSpec"]["executors"]["exec-train-model"]
     assert placed["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert placed["tolerations"] == [{"key": "pool", "operator": "Equal", "value": "gpu"}]
@@ -150,3 +220,130 @@ def test_wrapper_bodies_are_self_contained(tmp_path, step):
         text=True,
     )
     assert result.returncode == 0, result.stdout
+
+
+# Step function -> expected setting. Steps not named here get the defaults below.
+GPU_STEPS = {"train_model"}
+CACHED_STEPS = {"ingest_csv", "validate_data", "normalize_and_split"}  # deterministic data steps
+# Write to MLflow, or read the registry's champion, which changes between runs.
+UNCACHED_STEPS = {"register_model", "promote_model", "batch_predict", "collect_predictions"}
+RETRIES = {"train_model": 3, "register_model": 3, "promote_model": 3}
+
+
+def _container_tasks(spec: dict, platform: dict):
+    """Yield (task name, step function, task spec, executor, platform config) for every task
+    that runs a container, in the root DAG and in every sub-DAG."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    executors = spec["deploymentSpec"]["executors"]
+    placed = platform.get("deploymentSpec", {}).get("executors", {})
+    for dag in dags:
+        for name, task in dag["tasks"].items():
+            label = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+            if label is None:  # a sub-DAG, walked on its own
+                continue
+            container = executors[label]["container"]
+            step = container["args"][container["args"].index("--function_to_execute") + 1]
+            yield name, step, task, container, placed.get(label, {})
+
+
+def _talks_to_mlflow(spec: dict, task: dict) -> bool:
+    inputs = spec["components"][task["componentRef"]["name"]].get("inputDefinitions", {})
+    return "mlflow_tracking_uri" in inputs.get("parameters", {})
+
+
+def test_every_task_is_covered_by_the_walk(compiled):
+    spec, platform = compiled
+    walked = {name for name, *_ in _container_tasks(spec, platform)}
+    assert walked == CONTAINER_TASKS
+
+
+def test_every_task_runs_as_the_images_non_root_user(compiled):
+    spec, platform = compiled
+    for name, _, _, _, placed in _container_tasks(spec, platform):
+        # The proto's int64 fields serialize as strings.
+        assert placed.get("securityContext") == {
+            "runAsUser": "1000",
+            "runAsGroup": "1000",
+            "runAsNonRoot": True,
+        }, name
+
+
+def test_every_task_has_cpu_and_memory_requests_and_limits(compiled):
+    spec, platform = compiled
+    settings = ClusterSettings()
+    for name, step, _, container, _ in _container_tasks(spec, platform):
+        sizes = settings.train_resources if step in GPU_STEPS else settings.step_resources
+        resources = container.get("resources", {})
+        assert resources.get("resourceCpuRequest") == sizes.cpu_request, name
+        assert resources.get("resourceCpuLimit") == sizes.cpu_limit, name
+        assert resources.get("resourceMemoryRequest") == sizes.memory, name
+        assert resources.get("resourceMemoryLimit") == sizes.memory, name
+
+
+def test_only_gpu_steps_get_a_gpu_and_the_gpu_pool(compiled):
+    spec, platform = compiled
+    for name, step, _, container, placed in _container_tasks(spec, platform):
+        on_gpu = step in GPU_STEPS
+        assert ("accelerator" in container.get("resources", {})) == on_gpu, name
+        assert ("nodeSelector" in placed) == on_gpu, name
+        assert ("tolerations" in placed) == on_gpu, name
+
+
+def test_mlflow_credentials_come_from_the_optional_secret_only_where_mlflow_is_used(compiled):
+    spec, platform = compiled
+    expected = [
+        {
+            "keyToEnv": [{"envVar": key, "secretKey": key} for key in MLFLOW_CREDENTIAL_KEYS],
+            "optional": True,
+            "secretName": "mlflow-credentials",
+            "secretNameParameter": {"runtimeValue": {"constant": "mlflow-credentials"}},
+        }
+    ]
+    with_secret = set()
+    for name, _, task, container, placed in _container_tasks(spec, platform):
+        assert placed.get("secretAsEnv", []) == (expected if _talks_to_mlflow(spec, task) else [])
+        if placed.get("secretAsEnv"):
+            with_secret.add(name)
+        # Never a literal credential in the container's own environment.
+        env_names = {variable["name"] for variable in container.get("env", [])}
+        assert not env_names & set(MLFLOW_CREDENTIAL_KEYS), name
+    assert {"register-model", "promote-model", "batch-predict", "register-model-2"} <= with_secret
+
+
+def test_caching_and_retries_task_by_task(compiled):
+    spec, platform = compiled
+    seen = set()
+    for name, step, task, _, _ in _container_tasks(spec, platform):
+        seen.add(step)
+        caching = task.get("cachingOptions", {}).get("enableCache")
+        if step in CACHED_STEPS:
+            assert caching is True, name
+        if step in UNCACHED_STEPS:
+            assert caching is not True, name
+        retries = task.get("retryPolicy", {}).get("maxRetryCount")
+        assert retries == RETRIES.get(step), name
+    assert seen >= CACHED_STEPS | UNCACHED_STEPS | GPU_STEPS
+
+
+def test_sizes_user_and_secret_name_come_from_cluster_settings(tmp_path):
+    settings = ClusterSettings(
+        train_resources=Resources(cpu_request="6", cpu_limit="12", memory="30Gi"),
+        step_resources=Resources(cpu_request="500m", cpu_limit="1", memory="2Gi"),
+        run_as_user=2000,
+        run_as_group=3000,
+        mlflow_secret="tracking-auth",
+    )
+    spec, platform = _compile(tmp_path, settings)
+    for name, step, _, container, placed in _container_tasks(spec, platform):
+        sizes = settings.train_resources if step in GPU_STEPS else settings.step_resources
+        assert container["resources"]["resourceCpuLimit"] == sizes.cpu_limit, name
+        assert container["resources"]["resourceMemoryLimit"] == sizes.memory, name
+        assert placed["securityContext"]["runAsUser"] == "2000", name
+        assert placed["securityContext"]["runAsGroup"] == "3000", name
+        for secret in placed.get("secretAsEnv", []):
+            assert secret["secretName"] == "tracking-auth", name
+
+
+def test_more_than_one_gpu_is_refused_before_compiling():
+    with pytest.raises(SettingsError, match="--gpus 1"):
+        ClusterSettings(gpu_count=2)

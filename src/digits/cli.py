@@ -1,4 +1,4 @@
-"""`digits`: run the pipeline locally, or compile it for a Kubeflow cluster."""
+"""`digits`: run the pipeline locally, or compile and submit it to a Kubeflow cluster."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from digits.config import TrainConfig
+from digits.config import DEFAULT_RECIPE, RECIPES
 
 
 class Runner(StrEnum):
@@ -32,12 +32,16 @@ def run(
         str | None,
         typer.Option(help="ImageId,Label file to score the predictions against."),
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = TrainConfig.epochs,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = TrainConfig.batch_size,
-    augment: Annotated[
-        bool, typer.Option(help="Random rotation/zoom/shift while training.")
-    ] = TrainConfig.augment,
-    seed: Annotated[int, typer.Option(help="Seed of weights and augmentation.")] = TrainConfig.seed,
+    recipe: Annotated[
+        str, typer.Option(help=f"Training recipe: {', '.join(sorted(RECIPES))}.")
+    ] = DEFAULT_RECIPE,
+    epochs: Annotated[int, typer.Option(help="Training epochs; 0: the recipe's.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Training batch size; 0: the recipe's.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of weights, order and augmentation.")] = 2,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint every epoch here; rerun with it to resume a killed run."),
+    ] = None,
     max_rejected_fraction: Annotated[
         float, typer.Option(help="Share of invalid rows to drop before failing the run.")
     ] = 0.0,
@@ -49,9 +53,31 @@ def run(
     ] = None,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "digits",
     model_name: Annotated[str, typer.Option(help="MLflow registered model.")] = "digits-cnn",
+    run_name: Annotated[
+        str, typer.Option(help="MLflow run name; default: the recipe and what differs from it.")
+    ] = "",
+    promotion_margin: Annotated[
+        float, typer.Option(help="Accuracy the new model must gain over the champion.")
+    ] = 0.0,
+    max_recall_drop: Annotated[
+        float, typer.Option(help="Largest per-digit recall drop a new champion may have.")
+    ] = 0.005,
+    predict_model_uri: Annotated[
+        str, typer.Option(help="MLflow model URI to predict with; default: models:/NAME@champion.")
+    ] = "",
+    predict_shards: Annotated[int, typer.Option(help="Parallel prediction shards.")] = 1,
+    baseline: Annotated[
+        bool, typer.Option(help="Fit the scikit-learn baseline beside the CNN (own MLflow run).")
+    ] = True,
+    baseline_candidate: Annotated[
+        bool, typer.Option(help="Register the baseline too and let it meet the promotion gate.")
+    ] = False,
     summary_json: Annotated[
         Path | None, typer.Option(help="Also write the summary here as JSON.")
     ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Stream every task's full output.")
+    ] = False,
     runner: Annotated[
         Runner, typer.Option(help="subprocess: this environment; docker: the built images.")
     ] = Runner.subprocess,
@@ -68,9 +94,14 @@ def run(
     ] = None,
 ) -> None:
     """Run the whole pipeline locally (kfp.local) on the bundled sample or your own CSVs."""
-    from digits.errors import DockerRunError
+    from digits.config import resolve_recipe
+    from digits.errors import DockerRunError, PipelineStepError, RecipeError
     from digits.local_run import DockerSettings, LocalRunSettings, run_locally
 
+    try:  # fail before the pipeline starts, not in its train task
+        resolve_recipe(recipe, epochs=epochs, batch_size=batch_size, seed=seed)
+    except RecipeError as error:
+        raise typer.BadParameter(str(error), param_hint="--recipe") from None
     if runner is Runner.subprocess and (image or train_image or gpus):
         raise typer.BadParameter("--image, --train-image and --gpus need --runner docker")
     if gpus is not None and gpus != "all" and not (gpus.isdigit() and int(gpus) > 0):
@@ -88,20 +119,32 @@ def run(
         experiment_name=experiment,
         registered_model_name=model_name,
         max_rejected_fraction=max_rejected_fraction,
-        train=replace(
-            defaults.train, epochs=epochs, batch_size=batch_size, augment=augment, seed=seed
-        ),
+        recipe=recipe,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        run_name=run_name,
+        promotion_margin=promotion_margin,
+        max_recall_drop=max_recall_drop,
+        predict_model_uri=predict_model_uri,
+        predict_shards=predict_shards,
+        train_baseline=baseline,
+        baseline_candidate=baseline_candidate,
+        verbose=verbose,
         docker=DockerSettings(image=image, train_image=train_image, gpus=gpus)
         if runner is Runner.docker
         else None,
     )
+    typer.echo(f"digits run: logs in {output_dir / 'logs'}")
     try:
         summary = run_locally(settings)
     except DockerRunError as error:
-        typer.secho(f"digits run: {error}", err=True)
+        typer.echo(f"digits run: {error}", err=True)
         raise typer.Exit(1) from None
-    except RuntimeError as error:  # kfp.local: a task failed; its log above holds the reason
-        typer.secho(f"digits run: {error} The task's error is in its log above.", err=True)
+    except PipelineStepError as error:
+        typer.echo(f"  full log: {error.log_path}", err=True)
+        typer.echo(f"digits run: {error.task} failed: {error}", err=True)
         raise typer.Exit(1) from None
     if summary_json:
         summary.write_json(summary_json)
@@ -110,11 +153,20 @@ def run(
     rows = [
         ("held-out accuracy", held_out),
         ("validation accuracy", f"{summary.validation_accuracy:.2%}"),
-        ("model", summary.model_path),
-        ("predictions", summary.predictions_path),
-        ("MLflow run", summary.mlflow_run_id),
+        (
+            "baseline (sklearn)",
+            "not run"
+            if summary.baseline_validation_accuracy is None
+            else f"{summary.baseline_validation_accuracy:.2%} validation accuracy",
+        ),
         ("model version", f"{summary.model_name} v{summary.model_version}"),
+        ("promotion", summary.promotion_decision),
+        ("predicted with", summary.predicted_with),
+        ("predictions", summary.predictions_path),
+        ("model", summary.model_path),
+        ("MLflow run", summary.mlflow_run_id),
         ("MLflow UI", summary.mlflow_ui_command),
+        ("task logs", summary.logs_dir),
         ("wall time", f"{summary.seconds:.0f} s"),
     ]
     # Plain lines, not a table: paths and the UI command must stay whole to be copied.
@@ -123,41 +175,289 @@ def run(
         typer.echo(f"  {name:<20} {value}")
 
 
+@app.command()
+def ui(
+    output_dir: Annotated[Path, typer.Option(help="The --output-dir of `digits run`.")] = Path(
+        "local_runs"
+    ),
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on the local store that `digits run` wrote."""
+    import os
+
+    from digits.local_run import local_mlflow_store, mlflow_executable
+
+    if not (output_dir / "mlflow" / "mlflow.db").is_file():
+        typer.echo(
+            f"digits ui: no MLflow store in {output_dir / 'mlflow'}; run `digits run` first "
+            "(or pass the --output-dir it used)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    tracking_uri, artifact_location = local_mlflow_store(output_dir)
+    typer.echo(f"digits ui: MLflow UI on http://{host}:{port} (store {tracking_uri}); Ctrl+C stops")
+    executable = mlflow_executable()
+    os.execvp(
+        executable,
+        [
+            executable,
+            "ui",
+            "--backend-store-uri",
+            tracking_uri,
+            "--default-artifact-root",
+            artifact_location,
+            "--host",
+            host,
+            "--port",
+            str(port),
+        ],
+    )
+
+
+# Compile options, shared by `compile` and `submit` (which compiles when given no --package).
+ImageOption = Annotated[str | None, typer.Option(help="Image of the CPU steps.")]
+TrainImageOption = Annotated[str | None, typer.Option(help="Image of the GPU training step.")]
+GpuNodeSelectorOption = Annotated[
+    list[str] | None, typer.Option(help="KEY=VALUE label of the GPU node pool (repeatable).")
+]
+GpuTolerationOption = Annotated[
+    list[str] | None,
+    typer.Option(help="KEY[=VALUE][:EFFECT] taint of the GPU node pool (repeatable)."),
+]
+GpusOption = Annotated[int, typer.Option(help="nvidia.com/gpu limit of the training task.")]
+TrainCpuOption = Annotated[str | None, typer.Option(help="CPU request of the training task.")]
+TrainCpuLimitOption = Annotated[str | None, typer.Option(help="CPU limit of the training task.")]
+TrainMemoryOption = Annotated[
+    str | None, typer.Option(help="Memory request = limit of the training task, e.g. 16G.")
+]
+StepCpuOption = Annotated[str | None, typer.Option(help="CPU request of each CPU step.")]
+StepCpuLimitOption = Annotated[str | None, typer.Option(help="CPU limit of each CPU step.")]
+StepMemoryOption = Annotated[
+    str | None, typer.Option(help="Memory request = limit of each CPU step, e.g. 4G.")
+]
+MlflowSecretOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Kubernetes Secret with MLFLOW_TRACKING_USERNAME/PASSWORD for the MLflow steps "
+        "(optional at run time)."
+    ),
+]
+
+
+@app.command()
+def validate(
+    file: Annotated[str, typer.Argument(help="CSV to check (path or URL; .gz and .zip too).")],
+    predict: Annotated[
+        bool, typer.Option("--predict", help="Prediction data: no label needed (one is ignored).")
+    ] = False,
+    max_rejected_fraction: Annotated[
+        float, typer.Option(help="Share of invalid rows the pipeline would drop, not fail on.")
+    ] = 0.0,
+    report_json: Annotated[
+        Path | None, typer.Option(help="Also write the validation report here as JSON.")
+    ] = None,
+) -> None:
+    """Check a CSV with the pipeline's own ingest and validate steps; exit 1 if it would fail."""
+    from digits.validation import check_csv
+
+    check = check_csv(
+        file,
+        require_label=not predict,
+        max_rejected_fraction=max_rejected_fraction,
+        report_json=report_json,
+    )
+    if check.report is not None:
+        for line in check.report.summary_lines():
+            typer.echo(line)
+    if not check.passed:
+        typer.echo(check.error, err=True)  # the one-line reason, always the last line
+        raise typer.Exit(1)
+    typer.echo(f"{file}: passes validation")
+
+
 @app.command(name="compile")
 def compile_(
     output: Annotated[Path, typer.Option(help="Where to write the KFP IR YAML.")] = Path(
         "pipeline.yaml"
     ),
-    image: Annotated[str | None, typer.Option(help="Image of the CPU steps.")] = None,
-    train_image: Annotated[str | None, typer.Option(help="Image of the GPU training step.")] = None,
-    gpu_node_selector: Annotated[
-        list[str] | None,
-        typer.Option(help="KEY=VALUE label of the GPU node pool (repeatable)."),
-    ] = None,
-    gpu_toleration: Annotated[
-        list[str] | None,
-        typer.Option(help="KEY[=VALUE][:EFFECT] taint of the GPU node pool (repeatable)."),
-    ] = None,
-    gpus: Annotated[int, typer.Option(help="nvidia.com/gpu limit of the training task.")] = 1,
+    image: ImageOption = None,
+    train_image: TrainImageOption = None,
+    gpu_node_selector: GpuNodeSelectorOption = None,
+    gpu_toleration: GpuTolerationOption = None,
+    gpus: GpusOption = 1,
+    train_cpu: TrainCpuOption = None,
+    train_cpu_limit: TrainCpuLimitOption = None,
+    train_memory: TrainMemoryOption = None,
+    step_cpu: StepCpuOption = None,
+    step_cpu_limit: StepCpuLimitOption = None,
+    step_memory: StepMemoryOption = None,
+    mlflow_secret: MlflowSecretOption = None,
 ) -> None:
     """Compile the pipeline to KFP v2 IR YAML for a cluster."""
-    from digits.pipelines.digits_pipeline import ClusterSettings, compile_pipeline
+    from digits.pipelines.digits_pipeline import compile_pipeline
 
-    defaults = ClusterSettings()
-    settings = replace(
-        defaults,
-        image=image or defaults.image,
-        train_image=train_image or defaults.train_image,
-        gpu_node_selector=dict(_parse_label(item) for item in gpu_node_selector)
-        if gpu_node_selector
-        else defaults.gpu_node_selector,
-        gpu_tolerations=tuple(_parse_toleration(item) for item in gpu_toleration)
-        if gpu_toleration
-        else defaults.gpu_tolerations,
-        gpu_count=gpus,
-    )
+    settings = _cluster_settings(**_compile_options(locals()))
     compile_pipeline(output, settings)
     typer.echo(f"wrote {output}")
+
+
+@app.command()
+def submit(
+    host: Annotated[str, typer.Option(help="KFP API / UI address, e.g. http://localhost:8080.")],
+    package: Annotated[
+        Path | None, typer.Option(help="Compiled pipeline YAML; default: compile one now.")
+    ] = None,
+    experiment: Annotated[str, typer.Option(help="KFP experiment of the run.")] = "digits",
+    run_name: Annotated[str | None, typer.Option(help="Run name shown in the KFP UI.")] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE pipeline parameter (repeatable), typed from the IR."),
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Follow the run; exit 1 unless it succeeds.")] = False,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="Bearer token; default: the service-account token at "
+            "$KF_PIPELINES_SA_TOKEN_PATH or /var/run/secrets/kubeflow/pipelines/token."
+        ),
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="Profile namespace (multi-user KFP).")
+    ] = None,
+    cache: Annotated[
+        bool | None,
+        typer.Option(help="Override every task's caching (default: as compiled)."),
+    ] = None,
+    poll_seconds: Annotated[float, typer.Option(help="--wait: seconds between polls.")] = 10.0,
+    timeout: Annotated[float, typer.Option(help="--wait: give up after SECONDS.")] = 86400.0,
+    image: ImageOption = None,
+    train_image: TrainImageOption = None,
+    gpu_node_selector: GpuNodeSelectorOption = None,
+    gpu_toleration: GpuTolerationOption = None,
+    gpus: GpusOption = 1,
+    train_cpu: TrainCpuOption = None,
+    train_cpu_limit: TrainCpuLimitOption = None,
+    train_memory: TrainMemoryOption = None,
+    step_cpu: StepCpuOption = None,
+    step_cpu_limit: StepCpuLimitOption = None,
+    step_memory: StepMemoryOption = None,
+    mlflow_secret: MlflowSecretOption = None,
+) -> None:
+    """Create a run on a Kubeflow Pipelines cluster; print its id and UI link."""
+    import tempfile
+
+    from digits.errors import SubmitError
+    from digits.pipelines.digits_pipeline import compile_pipeline
+    from digits.submit import SubmitRequest, wait_for_run
+    from digits.submit import submit as submit_run
+
+    params = dict(_parse_param(item) for item in param or [])
+    with tempfile.TemporaryDirectory() as scratch:
+        if package is None:
+            package = compile_pipeline(
+                Path(scratch) / "pipeline.yaml", _cluster_settings(**_compile_options(locals()))
+            )
+        request = SubmitRequest(
+            host=host.rstrip("/"),
+            package=package,
+            experiment=experiment,
+            run_name=run_name,
+            params=params,
+            token=token,
+            namespace=namespace,
+            enable_caching=cache,
+        )
+        try:
+            run = submit_run(request)
+            typer.echo(f"run id  {run.run_id}\nrun UI  {run.url}")
+            if not wait:
+                return
+            final = wait_for_run(
+                run,
+                request.host,
+                poll_seconds=poll_seconds,
+                timeout_seconds=timeout,
+                on_state=lambda state: typer.echo(f"state   {state}"),
+            )
+        except SubmitError as error:
+            typer.secho(f"digits submit: {error}", err=True)
+            raise typer.Exit(1) from None
+    if final.state != "SUCCEEDED":
+        reason = getattr(final.error, "message", None) if final.error else None
+        typer.secho(
+            f"digits submit: run {run.run_id} ended {final.state}"
+            + (f": {reason}" if reason else f"; see {run.url}"),
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+_COMPILE_OPTIONS = (
+    "image",
+    "train_image",
+    "gpu_node_selector",
+    "gpu_toleration",
+    "gpus",
+    "train_cpu",
+    "train_cpu_limit",
+    "train_memory",
+    "step_cpu",
+    "step_cpu_limit",
+    "step_memory",
+    "mlflow_secret",
+)
+
+
+def _compile_options(values: dict) -> dict:
+    return {name: values[name] for name in _COMPILE_OPTIONS}
+
+
+def _cluster_settings(
+    image, train_image, gpu_node_selector, gpu_toleration, gpus, train_cpu, train_cpu_limit,
+    train_memory, step_cpu, step_cpu_limit, step_memory, mlflow_secret,
+):  # fmt: skip
+    """ClusterSettings from the compile options; an option left out keeps its default."""
+    from digits.errors import SettingsError
+    from digits.pipelines.placement import ClusterSettings, Resources
+
+    defaults = ClusterSettings()
+    train, step = defaults.train_resources, defaults.step_resources
+    try:
+        settings = replace(
+            defaults,
+            image=image or defaults.image,
+            train_image=train_image or defaults.train_image,
+            gpu_node_selector=dict(_parse_label(item) for item in gpu_node_selector)
+            if gpu_node_selector
+            else defaults.gpu_node_selector,
+            gpu_tolerations=tuple(_parse_toleration(item) for item in gpu_toleration)
+            if gpu_toleration
+            else defaults.gpu_tolerations,
+            gpu_count=gpus,
+            train_resources=Resources(
+                cpu_request=train_cpu or train.cpu_request,
+                cpu_limit=train_cpu_limit or train.cpu_limit,
+                memory=train_memory or train.memory,
+            ),
+            step_resources=Resources(
+                cpu_request=step_cpu or step.cpu_request,
+                cpu_limit=step_cpu_limit or step.cpu_limit,
+                memory=step_memory or step.memory,
+            ),
+            mlflow_secret=mlflow_secret or defaults.mlflow_secret,
+        )
+    except SettingsError as error:
+        typer.echo(f"digits: {error}", err=True)
+        raise typer.Exit(2) from None
+    return settings
+
+
+def _parse_param(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"{text!r}: expected KEY=VALUE, e.g. epochs=10")
+    return key, value
 
 
 def _parse_label(text: str) -> tuple[str, str]:
@@ -171,7 +471,7 @@ def _parse_label(text: str) -> tuple[str, str]:
 
 def _parse_toleration(text: str):
     """'nvidia.com/gpu:NoSchedule' -> Exists; 'pool=gpu:NoSchedule' -> Equal."""
-    from digits.pipelines.digits_pipeline import GpuToleration
+    from digits.pipelines.placement import GpuToleration
 
     taint, _, effect = text.partition(":")
     key, sep, value = taint.partition("=")

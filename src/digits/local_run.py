@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
 
-from digits.config import TrainConfig
+from digits.config import DEFAULT_RECIPE
 from digits.errors import DockerRunError
 
 
@@ -46,7 +47,20 @@ class LocalRunSettings:
     max_rejected_fraction: float = 0.0
     validation_fraction: float = 0.1
     split_seed: int = 2
-    train: TrainConfig = TrainConfig()
+    recipe: str = DEFAULT_RECIPE
+    epochs: int = 0  # 0: the recipe's own
+    batch_size: int = 0  # 0: the recipe's own
+    seed: int = 2
+    # The run's checkpoint folder itself; a run killed in training resumes from it when rerun.
+    checkpoint_dir: Path | None = None
+    run_name: str = ""  # MLflow run name; default: the recipe and the settings that differ
+    promotion_margin: float = 0.0
+    max_recall_drop: float = 0.005
+    predict_model_uri: str = ""  # default: the registered model's champion
+    predict_shards: int = 1
+    train_baseline: bool = True  # the scikit-learn baseline beside the CNN, its own MLflow run
+    baseline_candidate: bool = False  # let the baseline meet the promotion gate too
+    verbose: bool = False  # stream every task's output instead of the step report
     docker: DockerSettings | None = None  # None: every task runs in this Python environment
 
 
@@ -56,14 +70,18 @@ class RunSummary:
 
     accuracy: float | None
     validation_accuracy: float
+    baseline_validation_accuracy: float | None
     mlflow_run_id: str
     model_name: str
     model_version: str
+    promotion_decision: str
+    predicted_with: str
     model_path: str
     predictions_path: str
     mlflow_tracking_uri: str
     mlflow_ui_command: str
     pipeline_root: str
+    logs_dir: str
     seconds: float
 
     def write_json(self, path: Path) -> None:
@@ -78,14 +96,28 @@ def local_mlflow_store(output_dir: Path) -> tuple[str, str]:
     return f"sqlite:///{root / 'mlflow.db'}", (root / "artifacts").as_uri()
 
 
-def run_locally(settings: LocalRunSettings) -> RunSummary:
-    """Run every pipeline task in this Python environment (kfp.local SubprocessRunner)."""
+def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
+    """Run every pipeline task in this Python environment (kfp.local SubprocessRunner).
+
+    Each task's output goes to ``OUTPUT_DIR/logs/<task>.log``; ``console`` (a rich Console,
+    default: standard output) gets one line per finished step and the training bar, or, with
+    ``settings.verbose``, everything the tasks print.
+
+    Raises:
+        PipelineStepError: a task failed; it carries the task's own one-line error and its log.
+    """
     from kfp import local
+    from rich.console import Console
 
     from digits.artifacts import MODEL_FILENAME, Evaluation
+    from digits.errors import PipelineStepError
     from digits.pipelines.digits_pipeline import ClusterSettings, build_pipeline
+    from digits.progress import StepReporter, TaskLogRouter
 
     started = time.perf_counter()
+    # Pinned to the terminal: inside the run, sys.stdout is the router.
+    console = console or Console(file=sys.stdout, highlight=False)
+    logs_dir = settings.output_dir.resolve() / "logs"
     pipeline_root = settings.output_dir.resolve() / "pipeline_root"
     if settings.mlflow_uri:
         tracking_uri, artifact_location = settings.mlflow_uri, ""
@@ -97,47 +129,94 @@ def run_locally(settings: LocalRunSettings) -> RunSummary:
     if settings.docker is None:
         runner, cluster = local.SubprocessRunner(use_venv=False), ClusterSettings()
     else:
-        inputs = [settings.train_data, settings.predict_data]
+        local_paths = [settings.train_data, settings.predict_data, settings.predict_model_uri]
         if tracking_uri.startswith("sqlite:///"):
-            inputs.append(str(settings.output_dir.resolve() / "mlflow"))
-        runner, cluster = docker_runner(settings.docker, inputs)
+            local_paths.append(str(settings.output_dir.resolve() / "mlflow"))
+        if settings.checkpoint_dir:
+            settings.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            local_paths.append(str(settings.checkpoint_dir))
+        runner, cluster = docker_runner(settings.docker, local_paths)
     local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
-    with warnings.catch_warnings():
+    # kfp.local prints every task's output and its own log lines to sys.stdout: the router
+    # files them by task and drives the step report.
+    router = TaskLogRouter(
+        logs_dir, StepReporter(console), echo=sys.stdout if settings.verbose else None
+    )
+    with warnings.catch_warnings(), contextlib.redirect_stdout(router):
         # kfp.local ignores images, resources, GPU placement and display names by design; its
         # per-task warnings about them would bury the task logs.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
-        run = build_pipeline(cluster)(
-            train_data_uri=settings.train_data,
-            predict_data_uri=settings.predict_data,
-            mlflow_tracking_uri=tracking_uri,
-            mlflow_artifact_location=artifact_location,
-            experiment_name=settings.experiment_name,
-            registered_model_name=settings.registered_model_name,
-            max_rejected_fraction=settings.max_rejected_fraction,
-            validation_fraction=settings.validation_fraction,
-            split_seed=settings.split_seed,
-            **asdict(settings.train),
-        )
+        try:
+            run = build_pipeline(cluster)(
+                train_data_uri=settings.train_data,
+                predict_data_uri=settings.predict_data,
+                mlflow_tracking_uri=tracking_uri,
+                mlflow_artifact_location=artifact_location,
+                experiment_name=settings.experiment_name,
+                registered_model_name=settings.registered_model_name,
+                max_rejected_fraction=settings.max_rejected_fraction,
+                validation_fraction=settings.validation_fraction,
+                split_seed=settings.split_seed,
+                recipe=settings.recipe,
+                epochs=settings.epochs,
+                batch_size=settings.batch_size,
+                seed=settings.seed,
+                checkpoint_dir=str(settings.checkpoint_dir.resolve())
+                if settings.checkpoint_dir
+                else "",
+                run_name=settings.run_name,
+                promotion_margin=settings.promotion_margin,
+                max_recall_drop=settings.max_recall_drop,
+                predict_model_uri=settings.predict_model_uri,
+                predict_shards=settings.predict_shards,
+                train_baseline=settings.train_baseline,
+                baseline_candidate=settings.baseline_candidate,
+            )
+        except RuntimeError as error:  # kfp.local: a task failed
+            router.finish_pending()
+            failed = router.failed_task()
+            if failed is None:
+                raise
+            raise PipelineStepError(
+                failed.name, failed.error or str(error), failed.log_path
+            ) from None
+        finally:
+            router.flush()
+            router.finish_pending()
+    router.close()
     outputs = run.outputs
     # Kaggle wants a .csv; the artifact itself stays in the pipeline root.
     submission = settings.output_dir / "submission.csv"
     shutil.copyfile(outputs["submission"].path, submission)
     model_dir = Path(outputs["model"].path)
     evaluation = Evaluation.read(Path(outputs["evaluation"].path))
+    # KFP returns no outputs from under dsl.If: the baseline's report is where kfp.local puts
+    # the second evaluate task's output, beside the CNN's.
+    baseline_report = Path(outputs["evaluation"].path).parents[1] / "evaluate-model-2" / "report"
     return RunSummary(
         accuracy=held_out_accuracy(submission, settings.predict_labels)
         if settings.predict_labels
         else None,
         validation_accuracy=evaluation.accuracy,
+        baseline_validation_accuracy=Evaluation.read(baseline_report).accuracy
+        if baseline_report.is_file()
+        else None,
         mlflow_run_id=outputs["mlflow_run_id"],
         model_name=settings.registered_model_name,
         model_version=outputs["model_version"],
+        promotion_decision=outputs["promotion_decision"],
+        predicted_with=outputs["predicted_with"],
         model_path=str(model_dir / MODEL_FILENAME),
         predictions_path=str(submission.resolve()),
         mlflow_tracking_uri=tracking_uri,
-        mlflow_ui_command=f"{_mlflow_executable()} ui --backend-store-uri {tracking_uri}",
+        mlflow_ui_command=(
+            f"digits ui --output-dir {settings.output_dir}"
+            if not settings.mlflow_uri
+            else tracking_uri
+        ),
         pipeline_root=str(pipeline_root),
+        logs_dir=str(logs_dir),
         seconds=round(time.perf_counter() - started, 1),
     )
 
@@ -197,7 +276,7 @@ def docker_runner(settings: DockerSettings, paths: list[str]):
         client.close()
     mounts = [
         Mount(target=str(path), source=str(path), type="bind")
-        for path in (Path(p).resolve() for p in paths if "://" not in p)
+        for path in (Path(p).resolve() for p in paths if p and "://" not in p)
         if path.exists()
     ]
     run_args: dict = {
@@ -225,7 +304,7 @@ def held_out_accuracy(submission_path: Path, labels_path: str) -> float:
     return float((joined["Label_true"] == joined["Label_pred"]).mean())
 
 
-def _mlflow_executable() -> str:
-    """The `mlflow` beside this Python (the project's venv), so the printed command works as is."""
+def mlflow_executable() -> str:
+    """The `mlflow` beside this Python (the project's venv)."""
     beside = Path(sys.executable).with_name("mlflow")
     return str(beside) if beside.exists() else "mlflow"

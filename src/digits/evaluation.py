@@ -1,0 +1,33 @@
+"""Scoring shared by every model kind: the CNN and the baseline get the same numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from digits.artifacts import CLASS_NAMES, Evaluation
+
+
+def evaluate_probabilities(labels: np.ndarray, probabilities: np.ndarray) -> Evaluation:
+    """Accuracy, log loss, macro F1, per-class P/R/F1, support and confusion matrix.
+
+    Args:
+        labels: true classes, shape (n,).
+        probabilities: predicted class probabilities, shape (n, 10), rows summing to 1.
+    """
+    from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
+
+    predicted = probabilities.argmax(axis=1)
+    classes = list(range(len(CLASS_NAMES)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=classes, zero_division=0
+    )
+    return Evaluation(
+        accuracy=float(np.mean(predicted == labels)),
+        loss=float(log_loss(labels, probabilities, labels=classes)),
+        macro_f1=float(np.mean(f1)),
+        precision=precision.tolist(),
+        recall=recall.tolist(),
+        f1=f1.tolist(),
+        support=support.tolist(),
+        confusion_matrix=confusion_matrix(labels, predicted, labels=classes).tolist(),
+    )

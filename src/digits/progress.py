@@ -1,0 +1,392 @@
+"""What `digits run` shows while kfp.local works: one line per step, an epoch bar, logs in files.
+
+kfp.local runs each task as a subprocess and prints its output, with its own log lines, to
+``sys.stdout``. :class:`TaskLogRouter` stands in for ``sys.stdout`` during the run: it splits that
+stream into one log file per task (``OUTPUT_DIR/logs/<task>.log``, plus ``pipeline.log`` with
+everything) and tells a :class:`StepReporter` when a task starts, prints an epoch line, and ends.
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '(?P<task>[^']+)'")
+_FINISHED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
+_OUTPUTS = re.compile(r"Task '(?P<task>[^']+)' outputs:")
+_NO_OUTPUTS = re.compile(r"Task '(?P<task>[^']+)' has no outputs")
+_RETRYING = re.compile(
+    r"Task (?P<task>\S+) failed \(attempt (?P<attempt>\d+/\d+)\)\. Retrying in (?P<delay>[\d.]+)s"
+)
+_PARAMETER = re.compile(r"^ {4}(?P<name>\w+): (?P<value>.*)$")
+_ARTIFACT = re.compile(r"^ {4}(?P<name>\w+): \w+\( name=")
+_METADATA = re.compile(r"metadata=(?P<metadata>\{.*\}) \)$")
+_EPOCH = re.compile(
+    r"epoch (?P<epoch>\d+)/(?P<epochs>\d+)\s+loss (?P<loss>[\d.naninf]+).*?"
+    r"val_accuracy (?P<val_accuracy>[\d.naninf]+)\s+lr (?P<lr>[\d.e+-]+)"
+)
+# The last line of a Python traceback: "package.module.SomeError: message".
+_EXCEPTION = re.compile(
+    r"^(?P<type>(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception)): (?P<message>.+)$"
+)
+
+
+@dataclass
+class TaskRecord:
+    """One task's life as the router saw it."""
+
+    name: str
+    log_path: Path
+    started: float = field(default_factory=time.monotonic)
+    seconds: float = 0.0
+    status: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, dict] = field(default_factory=dict)  # artifact name -> metadata
+    error: str = ""  # the task's own one-line error, when it failed
+
+
+class TaskLogRouter(io.TextIOBase):
+    """A write-only text stream that files kfp.local's output by task."""
+
+    def __init__(self, log_dir: Path, reporter: StepReporter, echo: IO[str] | None = None):
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.reporter = reporter
+        self.echo = echo
+        self.tasks: dict[str, TaskRecord] = {}  # the latest run of each task name
+        # ParallelFor iterations run at once under one name: they share a log file and are
+        # matched to their status lines first in, first out.
+        self._running: dict[str, list[TaskRecord]] = {}
+        self._files: dict[str, IO[str]] = {}
+        self._current: TaskRecord | None = None
+        self._outputs_of: TaskRecord | None = None
+        self._last_artifact: str | None = None
+        self._partial = ""
+        self._pipeline_log = open(log_dir / "pipeline.log", "w")  # noqa: SIM115
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self.echo is not None:
+            self.echo.write(text)
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            self._line(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.echo is not None:
+            self.echo.flush()
+        self._pipeline_log.flush()
+        for handle in self._files.values():
+            if not handle.closed:
+                handle.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self._partial:
+            self._line(self._partial)
+            self._partial = ""
+        super().close()  # flushes first
+        for handle in self._files.values():
+            handle.close()
+        self._pipeline_log.close()
+
+    def _line(self, raw: str) -> None:
+        line = _ANSI.sub("", raw)
+        self._pipeline_log.write(line + "\n")
+        if started := _STARTED.search(line):
+            self._start(started["task"])
+        if self._current is not None:
+            self._files[self._current.name].write(line + "\n")
+        if self._outputs_of is not None:
+            self._output_line(line)
+        if finished := _FINISHED.search(line):
+            self._finish(finished["task"], finished["status"])
+        elif retrying := _RETRYING.search(line):
+            self.reporter.retrying(retrying["task"], retrying["attempt"], retrying["delay"])
+        elif outputs := _OUTPUTS.search(line):
+            self._outputs_of = self._just_finished(outputs["task"])
+        elif no_outputs := _NO_OUTPUTS.search(line):
+            if record := self._just_finished(no_outputs["task"]):
+                self._report_finished(record)
+        elif self._current is not None and (epoch := _EPOCH.search(line)):
+            self.reporter.epoch(
+                self._current.name,
+                int(epoch["epoch"]),
+                int(epoch["epochs"]),
+                float(epoch["loss"]),
+                float(epoch["val_accuracy"]),
+                float(epoch["lr"]),
+            )
+        elif self._current is not None and (error := _EXCEPTION.match(line.strip())):
+            self._current.error = _one_line_error(error["type"], error["message"])
+
+    def _start(self, task: str) -> None:
+        self._end_outputs()
+        record = TaskRecord(task, self.log_dir / f"{task}.log")
+        if task not in self._files or self._files[task].closed:
+            # A retried task appends to the log of its earlier attempts.
+            mode = "a" if task in self._files else "w"
+            self._files[task] = open(record.log_path, mode)  # noqa: SIM115
+        self._running.setdefault(task, []).append(record)
+        self.tasks[task] = self._current = record
+        self.reporter.started(record)
+
+    def _finish(self, task: str, status: str) -> None:
+        running = self._running.get(task)
+        if not running:
+            return
+        record = running.pop(0)
+        record.status, record.seconds = status, time.monotonic() - record.started
+        self._finished_record = record
+        if status != "SUCCESS":
+            self._report_finished(record)
+
+    def _just_finished(self, task: str) -> TaskRecord | None:
+        record = getattr(self, "_finished_record", None)
+        return record if record is not None and record.name == task else self.tasks.get(task)
+
+    def _output_line(self, line: str) -> None:
+        """Lines of kfp.local's 'outputs:' block: parameters and artifact metadata."""
+        record = self._outputs_of
+        if line.startswith("---") or not line.strip():
+            self._end_outputs()
+            return
+        if artifact := _ARTIFACT.match(line):
+            self._last_artifact = artifact["name"]
+        elif (metadata := _METADATA.search(line)) and self._last_artifact:
+            try:
+                record.metadata[self._last_artifact] = ast.literal_eval(metadata["metadata"])
+            except (ValueError, SyntaxError):
+                record.metadata[self._last_artifact] = {}
+        elif parameter := _PARAMETER.match(line):
+            value = parameter["value"]
+            try:
+                record.parameters[parameter["name"]] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                record.parameters[parameter["name"]] = value
+
+    def _end_outputs(self) -> None:
+        if self._outputs_of is not None:
+            record, self._outputs_of, self._last_artifact = self._outputs_of, None, None
+            self._report_finished(record)
+
+    def _report_finished(self, record: TaskRecord) -> None:
+        if self._current is record:
+            running = self._running.get(record.name)
+            self._current = running[-1] if running else None
+        if not self._running.get(record.name) and record.name in self._files:
+            self._files[record.name].close()
+        self.reporter.finished(record)
+
+    def finish_pending(self) -> None:
+        """Report a task whose outputs block was the last thing printed."""
+        self._end_outputs()
+
+    def failed_task(self) -> TaskRecord | None:
+        failed = [record for record in self.tasks.values() if record.status == "FAILURE"]
+        return failed[-1] if failed else None
+
+
+def _one_line_error(exception_type: str, message: str) -> str:
+    """Our own errors speak for themselves; anything else keeps its type for context."""
+    if exception_type.startswith("digits.") or exception_type.split(".")[-1] in _OWN_ERRORS:
+        return message.strip()
+    return f"{exception_type.split('.')[-1]}: {message.strip()}"
+
+
+_OWN_ERRORS = {
+    "DigitsError",
+    "IngestError",
+    "DataValidationError",
+    "RegistrationError",
+    "PredictionError",
+    "RecipeError",
+    "TrainingError",
+}
+
+
+@dataclass(frozen=True)
+class StepLabel:
+    title: str
+    describe: Any  # (TaskRecord) -> str
+
+
+def _rows(record: TaskRecord, artifact: str) -> int | None:
+    rows = record.metadata.get(artifact, {}).get("rows")
+    return None if rows is None else int(rows)  # KFP metadata numbers come back as floats
+
+
+def _source_name(record: TaskRecord) -> str:
+    for metadata in record.metadata.values():
+        source = metadata.get("source_uri") or metadata.get("source")
+        if source:
+            return Path(str(source)).name
+    return ""
+
+
+def _describe_ingest(record: TaskRecord) -> str:
+    source = record.metadata.get("dataset", {})
+    if "size_bytes" not in source:
+        return ""
+    return (
+        f"{_source_name(record)}: {source['size_bytes'] / 1e6:.1f} MB, "
+        f"sha256 {str(source.get('sha256', ''))[:12]}"
+    )
+
+
+def _describe_validate(record: TaskRecord) -> str:
+    valid, rejected = _rows(record, "valid"), _rows(record, "rejected")
+    if valid is None:
+        return ""
+    duplicates = int(record.metadata.get("report", {}).get("duplicate_rows", 0))
+    return f"{_source_name(record)}: {valid:,} valid, {rejected or 0:,} rejected" + (
+        f", {duplicates:,} duplicates" if duplicates else ""
+    )
+
+
+def _describe_split(record: TaskRecord) -> str:
+    train, validation = _rows(record, "train"), _rows(record, "validation")
+    return f"{train:,} train / {validation:,} validation" if train is not None else ""
+
+
+def _describe_train(record: TaskRecord) -> str:
+    model = record.metadata.get("model", {})
+    if "final_val_accuracy" not in model:
+        return ""
+    return (
+        f"{int(model.get('epochs_run', 0))} epochs, validation accuracy "
+        f"{model['final_val_accuracy']:.2%} (best {model.get('best_val_accuracy', 0):.2%})"
+    )
+
+
+def _describe_baseline(record: TaskRecord) -> str:
+    model = record.metadata.get("model", {})
+    family = model.get("model_family") or model.get("recipe") or "baseline"
+    return f"{family} fitted" if model else ""
+
+
+def _describe_evaluate(record: TaskRecord) -> str:
+    accuracy = record.metadata.get("metrics", {}).get("accuracy")
+    return f"validation accuracy {accuracy:.2%}" if accuracy is not None else ""
+
+
+def _describe_register(record: TaskRecord) -> str:
+    version = record.parameters.get("model_version")
+    run_id = str(record.parameters.get("mlflow_run_id", ""))[:12]
+    if version:
+        return f"model version v{version}, MLflow run {run_id}"
+    return f"MLflow run {run_id}" if run_id else ""
+
+
+def _describe_promote(record: TaskRecord) -> str:
+    report = record.metadata.get("decision_report", {})
+    decision = record.parameters.get("decision") or report.get("decision", "")
+    reason = report.get("reason", "")
+    return f"{decision}: {reason}" if decision else ""
+
+
+def _describe_predict(record: TaskRecord) -> str:
+    shard = record.metadata.get("submission", {})
+    if "rows" not in shard:
+        return ""
+    where = (
+        f"shard {int(shard['shard_index']) + 1}/{int(shard['shard_count'])}: "
+        if shard.get("shard_count", 1) > 1
+        else ""
+    )
+    return f"{where}{int(shard['rows']):,} rows with {shard.get('predicted_with', '?')}"
+
+
+def _describe_collect(record: TaskRecord) -> str:
+    submission = record.metadata.get("submission", {})
+    if "rows" not in submission:
+        return ""
+    return f"{int(submission['rows']):,} predictions with {submission.get('predicted_with', '?')}"
+
+
+STEP_LABELS: dict[str, StepLabel] = {
+    "ingest-csv": StepLabel("ingest", _describe_ingest),
+    "validate-data": StepLabel("validate", _describe_validate),
+    "normalize-and-split": StepLabel("split", _describe_split),
+    "train-model": StepLabel("train", _describe_train),
+    "train-baseline": StepLabel("baseline", _describe_baseline),
+    "evaluate-model": StepLabel("evaluate", _describe_evaluate),
+    "register-model": StepLabel("register", _describe_register),
+    "promote-model": StepLabel("promote", _describe_promote),
+    "plan-prediction-shards": StepLabel("plan shards", lambda r: ""),
+    "batch-predict": StepLabel("predict", _describe_predict),
+    "collect-predictions": StepLabel("collect", _describe_collect),
+}
+
+
+def step_label(task: str) -> StepLabel:
+    """``ingest-csv-2`` -> the ingest label; unknown tasks keep their own name."""
+    base = re.sub(r"-\d+$", "", task)
+    return STEP_LABELS.get(base, StepLabel(task, lambda record: ""))
+
+
+class StepReporter:
+    """Prints one line per finished step and a live bar while the model trains."""
+
+    def __init__(self, console):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = console
+        self._progress = Progress(
+            TextColumn("  [bold]train[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("epochs  {task.fields[figures]}"),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self._bar = None
+
+    def started(self, record: TaskRecord) -> None:
+        pass
+
+    def epoch(self, task, epoch, epochs, loss, val_accuracy, learning_rate) -> None:
+        figures = f"loss {loss:.4f}  val acc {val_accuracy:.2%}  lr {learning_rate:.1e}"
+        if self._bar is None:
+            self._progress.start()
+            self._bar = self._progress.add_task("train", total=epochs, figures=figures)
+        self._progress.update(self._bar, completed=epoch, total=epochs, figures=figures)
+
+    def retrying(self, task: str, attempt: str, delay: str) -> None:
+        self.console.print(
+            f"  [yellow]↻[/] {step_label(task).title:<12} attempt {attempt} failed; "
+            f"retrying in {float(delay):.0f} s (the pipeline's retry policy)",
+            highlight=False,
+        )
+
+    def finished(self, record: TaskRecord) -> None:
+        if self._bar is not None:
+            self._progress.stop()
+            self._bar = None
+        label = step_label(record.name)
+        ok = record.status == "SUCCESS"
+        detail = label.describe(record) if ok else "failed"
+        mark = "[green]✓[/]" if ok else "[red]✗[/]"
+        self.console.print(
+            f"{mark} {label.title:<12} {detail}  [dim]{record.seconds:.1f} s[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
