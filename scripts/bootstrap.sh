@@ -2,6 +2,7 @@
 # Set up .venv with the project installed (editable) and the CPU Keras backend.
 #   bash scripts/bootstrap.sh        # to run the pipeline
 #   bash scripts/bootstrap.sh test   # plus the test tools (pytest, ruff, hadolint, kubernetes-validate)
+#                                    # and, as root on Debian, Docker for the image tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,4 +27,10 @@ fi
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[$extras]"
+# The image tests (tests/test_images.py) build and run the CPU image: as root on Debian, install
+# and start Docker and build the base image (idempotent). Where that fails (no privileges for
+# dockerd, no apt mirror), the other tests still run and the image tests skip with the reason.
+if [[ "${1:-}" == "test" ]] && ! bash scripts/start_docker.sh; then
+  echo "bootstrap: Docker set-up failed (above); the docker-marked tests will skip" >&2
+fi
 echo "bootstrap: .venv ready ($(.venv/bin/python --version), extras: $extras)"

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from digits.config import DEFAULT_RECIPE, RECIPES
+
+
+class Runner(StrEnum):
+    """Where `digits run` runs the tasks."""
+
+    subprocess = "subprocess"
+    docker = "docker"
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -69,16 +78,34 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Stream every task's full output.")
     ] = False,
+    runner: Annotated[
+        Runner, typer.Option(help="subprocess: this environment; docker: the built images.")
+    ] = Runner.subprocess,
+    image: Annotated[
+        str | None, typer.Option(help="--runner docker: image of the CPU steps.")
+    ] = None,
+    train_image: Annotated[
+        str | None,
+        typer.Option(help="--runner docker: image of training; default the GPU one with --gpus."),
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="--runner docker: GPUs for the containers, 'all' or a count."),
+    ] = None,
 ) -> None:
     """Run the whole pipeline locally (kfp.local) on the bundled sample or your own CSVs."""
     from digits.config import resolve_recipe
-    from digits.errors import PipelineStepError, RecipeError
-    from digits.local_run import LocalRunSettings, run_locally
+    from digits.errors import DockerRunError, PipelineStepError, RecipeError
+    from digits.local_run import DockerSettings, LocalRunSettings, run_locally
 
     try:  # fail before the pipeline starts, not in its train task
         resolve_recipe(recipe, epochs=epochs, batch_size=batch_size, seed=seed)
     except RecipeError as error:
         raise typer.BadParameter(str(error), param_hint="--recipe") from None
+    if runner is Runner.subprocess and (image or train_image or gpus):
+        raise typer.BadParameter("--image, --train-image and --gpus need --runner docker")
+    if gpus is not None and gpus != "all" and not (gpus.isdigit() and int(gpus) > 0):
+        raise typer.BadParameter(f"--gpus {gpus!r}: expected 'all' or a positive count")
     defaults = LocalRunSettings()
     own_test_data = predict_data is not None
     settings = replace(
@@ -105,10 +132,16 @@ def run(
         train_baseline=baseline,
         baseline_candidate=baseline_candidate,
         verbose=verbose,
+        docker=DockerSettings(image=image, train_image=train_image, gpus=gpus)
+        if runner is Runner.docker
+        else None,
     )
     typer.echo(f"digits run: logs in {output_dir / 'logs'}")
     try:
         summary = run_locally(settings)
+    except DockerRunError as error:
+        typer.echo(f"digits run: {error}", err=True)
+        raise typer.Exit(1) from None
     except PipelineStepError as error:
         typer.echo(f"  full log: {error.log_path}", err=True)
         typer.echo(f"digits run: {error.task} failed: {error}", err=True)

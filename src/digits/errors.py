@@ -71,3 +71,7 @@ class MissingDigitsError(DataValidationError):
 
 class SettingsError(DigitsError):
     """A compile or run setting asks for something the pipeline cannot honour."""
+
+
+class DockerRunError(DigitsError):
+    """`digits run --runner docker` cannot start: no Docker daemon, or an image is not built."""

@@ -14,11 +14,21 @@ from importlib.resources import files
 from pathlib import Path
 
 from digits.config import DEFAULT_RECIPE
+from digits.errors import DockerRunError
 
 
 def sample_data(name: str) -> Path:
     """Path of a bundled sample file: train.csv.gz, test.csv.gz or test_labels.csv.gz."""
     return Path(str(files("digits") / "sample_data" / name))
+
+
+@dataclass(frozen=True)
+class DockerSettings:
+    """Run every task in its container image instead (kfp.local.DockerRunner)."""
+
+    image: str | None = None  # default: the pipeline's CPU image, ClusterSettings.image
+    train_image: str | None = None  # default: the GPU image with ``gpus``, else ``image``
+    gpus: str | None = None  # "all" or a count: GPUs passed through to the containers
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,7 @@ class LocalRunSettings:
     train_baseline: bool = True  # the scikit-learn baseline beside the CNN, its own MLflow run
     baseline_candidate: bool = False  # let the baseline meet the promotion gate too
     verbose: bool = False  # stream every task's output instead of the step report
+    docker: DockerSettings | None = None  # None: every task runs in this Python environment
 
 
 @dataclass(frozen=True)
@@ -100,7 +111,7 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
 
     from digits.artifacts import MODEL_FILENAME, Evaluation
     from digits.errors import PipelineStepError
-    from digits.pipelines.digits_pipeline import build_pipeline
+    from digits.pipelines.digits_pipeline import ClusterSettings, build_pipeline
     from digits.progress import StepReporter, TaskLogRouter
 
     started = time.perf_counter()
@@ -115,11 +126,17 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
 
     # Task subprocesses inherit this: TensorFlow's C++ start-up chatter buries the task logs.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(pipeline_root),
-        raise_on_error=True,
-    )
+    if settings.docker is None:
+        runner, cluster = local.SubprocessRunner(use_venv=False), ClusterSettings()
+    else:
+        local_paths = [settings.train_data, settings.predict_data, settings.predict_model_uri]
+        if tracking_uri.startswith("sqlite:///"):
+            local_paths.append(str(settings.output_dir.resolve() / "mlflow"))
+        if settings.checkpoint_dir:
+            settings.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            local_paths.append(str(settings.checkpoint_dir))
+        runner, cluster = docker_runner(settings.docker, local_paths)
+    local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
     # kfp.local prints every task's output and its own log lines to sys.stdout: the router
     # files them by task and drives the step report.
     router = TaskLogRouter(
@@ -131,7 +148,7 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
         try:
-            run = build_pipeline()(
+            run = build_pipeline(cluster)(
                 train_data_uri=settings.train_data,
                 predict_data_uri=settings.predict_data,
                 mlflow_tracking_uri=tracking_uri,
@@ -202,6 +219,78 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
         logs_dir=str(logs_dir),
         seconds=round(time.perf_counter() - started, 1),
     )
+
+
+def docker_runner(settings: DockerSettings, paths: list[str]):
+    """(kfp.local.DockerRunner, ClusterSettings naming its images) after checking both exist.
+
+    DockerRunner bind-mounts only the pipeline root; the local files among ``paths`` (inputs,
+    the default MLflow store) are mounted at the same paths so the tasks' arguments stay valid.
+    kfp 2.17 gives every container the same arguments, so ``gpus`` reaches all of them; only
+    the train image carries CUDA.
+    """
+    import docker
+    from docker.types import DeviceRequest, Mount
+    from kfp import local
+
+    from digits.pipelines.digits_pipeline import ClusterSettings
+
+    defaults = ClusterSettings()
+    image = settings.image or defaults.image
+    train_image = settings.train_image or (defaults.train_image if settings.gpus else image)
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        raise DockerRunError(
+            f"--runner docker: no Docker daemon answers ({error}); start dockerd "
+            "(bash scripts/start_docker.sh as root) or set DOCKER_HOST"
+        ) from None
+    device_requests = []
+    if settings.gpus:
+        count = -1 if settings.gpus == "all" else int(settings.gpus)
+        device_requests = [DeviceRequest(count=count, capabilities=[["gpu"]])]
+    try:
+        for name in dict.fromkeys((image, train_image)):
+            try:
+                client.images.get(name)
+            except docker.errors.ImageNotFound:
+                raise DockerRunError(
+                    f"--runner docker: image {name} is not in the local Docker daemon; "
+                    "build it with scripts/build_images.sh"
+                ) from None
+        if device_requests:
+            # Without NVIDIA's toolkit every task would fail to start; say so once, up front.
+            probe = client.containers.create(train_image, "true", device_requests=device_requests)
+            try:
+                probe.start()
+            except docker.errors.APIError as error:
+                raise DockerRunError(
+                    f"--gpus {settings.gpus}: Docker cannot pass GPUs to containers here "
+                    f"({error.explanation}); install the NVIDIA Container Toolkit, or leave out "
+                    "--gpus"
+                ) from None
+            finally:
+                probe.remove(force=True)
+    finally:
+        client.close()
+    mounts = [
+        Mount(target=str(path), source=str(path), type="bind")
+        for path in (Path(p).resolve() for p in paths if p and "://" not in p)
+        if path.exists()
+    ]
+    run_args: dict = {
+        # Host networking reaches a tracking server on 127.0.0.1; the host's uid owns the
+        # mounted pipeline root, so the tasks run as that uid.
+        "network_mode": "host",
+        "user": f"{os.getuid()}:{os.getgid()}",
+        "mounts": mounts,
+        # As for the subprocesses: TensorFlow's C++ start-up chatter buries the task logs.
+        "environment": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")},
+    }
+    if device_requests:
+        run_args["device_requests"] = device_requests
+    return local.DockerRunner(**run_args), ClusterSettings(image=image, train_image=train_image)
 
 
 def held_out_accuracy(submission_path: Path, labels_path: str) -> float:
