@@ -10,7 +10,6 @@ import pytest
 from mlflow import MlflowClient
 
 from digits.artifacts import Evaluation
-from digits.config import TrainConfig
 from digits.data import ImageSet
 from digits.local_run import LocalRunSettings, run_locally
 
@@ -33,7 +32,7 @@ def local_run(tmp_path_factory, train_csv, test_csv, mlflow_server):
         mlflow_uri=mlflow_server,
         experiment_name="test-local-pipeline",
         registered_model_name="test-local-pipeline-model",
-        train=TrainConfig(epochs=1),
+        epochs=1,
     )
     summary = run_locally(settings)
     (run_dir,) = (work / "pipeline_root").iterdir()
@@ -100,7 +99,7 @@ def test_bad_input_fails_the_run_and_keeps_earlier_artifacts(tmp_path, sample_tr
         predict_data=str(test_csv),
         predict_labels=None,
         output_dir=tmp_path / "out",
-        train=TrainConfig(epochs=1),
+        epochs=1,
     )
 
     with pytest.raises(RuntimeError, match="validate-data"):

@@ -102,19 +102,27 @@ def test_images_retries_and_caching_are_set_in_the_pipeline(compiled):
         settings.image
     }
     tasks = spec["root"]["dag"]["tasks"]
-    assert tasks["train-model"]["retryPolicy"]["maxRetryCount"] == 2
+    retry = tasks["train-model"]["retryPolicy"]
+    assert retry["maxRetryCount"] == settings.train_retries
+    assert retry["backoffDuration"] == settings.train_retry_backoff
+    # The train task learns its run id, for <checkpoint_root>/<run id>/.
+    train_inputs = tasks["train-model"]["inputs"]["parameters"]
+    assert "pipeline_run_id" in train_inputs
     assert tasks["register-model"]["retryPolicy"]["maxRetryCount"] == 3
     assert tasks["register-model"]["cachingOptions"].get("enableCache") is not True
 
 
-def test_pipeline_parameters_default_to_the_reference_recipe(compiled):
+def test_pipeline_takes_a_recipe_name_and_few_overrides(compiled):
+    from digits.config import DEFAULT_RECIPE
+
     spec, _ = compiled
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     defaults = {name: p.get("defaultValue") for name, p in parameters.items()}
-    assert defaults["epochs"] == 30 and defaults["batch_size"] == 64
-    assert defaults["learning_rate"] == 0.001 and defaults["rho"] == 0.9
-    assert defaults["lr_patience"] == 3 and defaults["lr_factor"] == 0.5
-    assert defaults["min_learning_rate"] == 1e-05
+    assert defaults["recipe"] == DEFAULT_RECIPE
+    # 0: the recipe's own value; the recipe's other settings are resolved in digits.config.
+    assert defaults["epochs"] == 0 and defaults["batch_size"] == 0 and defaults["seed"] == 2
+    assert defaults["checkpoint_root"] == "" and defaults["checkpoint_dir"] == ""
+    assert not {"learning_rate", "rho", "augment", "lr_patience"} & set(defaults)
     assert defaults["validation_fraction"] == 0.1 and defaults["split_seed"] == 2
     assert defaults["train_data_uri"] is None  # required at submit time
 
