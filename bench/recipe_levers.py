@@ -27,7 +27,7 @@ from digits.config import DEFAULT_RECIPE, resolve_recipe  # noqa: E402
 def variants(base):
     return {
         "default": base,
-        "batch 128, lr 2e-3": replace(base, batch_size=128, learning_rate=2e-3),
+        "batch 256, lr 3e-3": replace(base, batch_size=256, learning_rate=3e-3),
         "no augmentation": replace(base, augmentation="none"),
         "no label smoothing": replace(base, label_smoothing=0.0),
         "sgd momentum .9, lr 5e-2": replace(base, optimizer="sgd", learning_rate=5e-2),
