@@ -92,6 +92,7 @@ def held_out_scorer(images: np.ndarray, labels: np.ndarray, scores: list[float])
         def on_epoch_end(self, epoch, logs=None):
             probabilities = self.model.predict(images, batch_size=1000, verbose=0)
             scores.append(float((probabilities.argmax(axis=1) == labels).mean()))
+            print(f"  held-out after epoch {epoch + 1}: {scores[-1]:.2%}", flush=True)
 
     return ScoreHeldOut()
 
