@@ -53,8 +53,7 @@ def load_data(work: Path, rows: int):
     from digits.data import PIXEL_COLUMNS, SOURCE_ROW_COLUMN, ImageSet, to_image_set
     from digits.local_run import sample_data
 
-    frame = pd.read_csv(sample_data("train.csv.gz"))
-    frame[SOURCE_ROW_COLUMN] = np.arange(1, len(frame) + 1)
+    frame = _with_source_rows(pd.read_csv(sample_data("train.csv.gz")))
     frame.to_parquet(work / "valid.parquet")
     normalize_and_split(work / "valid.parquet", work / "train.npz", work / "validation.npz", 0.1, 2)
     if rows:
@@ -65,8 +64,7 @@ def load_data(work: Path, rows: int):
             np.tile(train.labels, repeat)[:rows],
             np.tile(train.source_rows, repeat)[:rows],
         ).save(work / "train.npz")
-    test = pd.read_csv(sample_data("test.csv.gz"))
-    test[SOURCE_ROW_COLUMN] = np.arange(1, len(test) + 1)
+    test = _with_source_rows(pd.read_csv(sample_data("test.csv.gz")))
     labels = pd.read_csv(sample_data("test_labels.csv.gz"))["Label"].to_numpy()
     return (
         work / "train.npz",
@@ -74,6 +72,16 @@ def load_data(work: Path, rows: int):
         to_image_set(test[[SOURCE_ROW_COLUMN, *PIXEL_COLUMNS]]).images,
         labels,
     )
+
+
+def _with_source_rows(frame):
+    """The frame with the 1-based ``source_row`` column the pipeline's ingest step adds."""
+    import pandas as pd
+
+    from digits.data import SOURCE_ROW_COLUMN
+
+    rows = pd.DataFrame({SOURCE_ROW_COLUMN: np.arange(1, len(frame) + 1)}, index=frame.index)
+    return pd.concat([rows, frame], axis=1)
 
 
 def held_out_scorer(images: np.ndarray, labels: np.ndarray, scores: list[float]):
@@ -84,6 +92,7 @@ def held_out_scorer(images: np.ndarray, labels: np.ndarray, scores: list[float])
         def on_epoch_end(self, epoch, logs=None):
             probabilities = self.model.predict(images, batch_size=1000, verbose=0)
             scores.append(float((probabilities.argmax(axis=1) == labels).mean()))
+            print(f"  held-out after epoch {epoch + 1}: {scores[-1]:.2%}", flush=True)
 
     return ScoreHeldOut()
 

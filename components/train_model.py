@@ -55,7 +55,12 @@ def train_model(
 
     from digits.checkpoint import CheckpointStore, TrainingState
     from digits.errors import CheckpointError
-    from digits.fitting import EpochRecorder, TrainingBatches, write_json_atomically
+    from digits.fitting import (
+        EpochRecorder,
+        TrainingBatches,
+        restore_seed_states,
+        write_json_atomically,
+    )
     from digits.model import build_model, one_hot
 
     train, validation = ImageSet.load(train_path), ImageSet.load(validation_path)
@@ -75,6 +80,7 @@ def train_model(
                     "checkpoint location"
                 )
             model = keras.saving.load_model(model_path)
+            restore_seed_states(model, state.seed_states)
             print(f"resuming after epoch {state.epochs_done} from {checkpoint_uri}", flush=True)
         else:
             steps_per_epoch = -(-len(train) // config.batch_size)

@@ -1,8 +1,9 @@
-"""The reference CNN's shape and recipe."""
+"""The reference CNN's shape, and each recipe's optimizer and schedule."""
 
 import numpy as np
+import pytest
 
-from digits.config import TrainConfig
+from digits.config import RECIPES, TrainConfig
 from digits.model import build_model
 
 
@@ -14,7 +15,7 @@ def test_one_image_in_ten_probabilities_out():
 
 
 def test_layers_follow_the_reference_recipe():
-    model = build_model(TrainConfig(augment=False))
+    model = build_model(TrainConfig(augmentation="none"))
     summary = [(type(layer).__name__, layer.get_config()) for layer in model.layers[1:]]
     kinds = [name for name, _ in summary]
     assert kinds == [
@@ -40,7 +41,39 @@ def test_rmsprop_with_the_reference_settings():
 
 
 def test_augmentation_is_inactive_at_inference():
-    model = build_model(TrainConfig(augment=True))
+    model = build_model(TrainConfig(augmentation="layers"))
     image = np.random.default_rng(0).random((2, 28, 28, 1), dtype=np.float32)
     first = model.predict(image, verbose=0)
     assert np.allclose(first, model.predict(image, verbose=0))
+
+
+def test_batch_norm_is_an_explicit_variant_of_the_same_network():
+    plain = build_model(TrainConfig(augmentation="none"))
+    normalized = build_model(TrainConfig(augmentation="none", batch_norm=True))
+    kinds = [type(layer).__name__ for layer in normalized.layers]
+    assert kinds.count("BatchNormalization") == 5
+    assert [type(layer).__name__ for layer in plain.layers].count("BatchNormalization") == 0
+    assert [layer.filters for layer in normalized.layers if hasattr(layer, "filters")] == [
+        32, 32, 64, 64,
+    ]  # fmt: skip
+
+
+def test_one_cycle_warms_up_to_its_peak_then_anneals():
+    import keras
+
+    config = TrainConfig(
+        epochs=10, optimizer="adamw", schedule="one_cycle", learning_rate=3e-3,
+        warmup_fraction=0.2, weight_decay=1e-4,
+    )  # fmt: skip
+    optimizer = build_model(config, steps_per_epoch=10).optimizer
+    assert isinstance(optimizer, keras.optimizers.AdamW)
+    rate = optimizer._learning_rate  # the schedule itself
+    rates = [float(rate(step)) for step in (0, 20, 60, 99)]
+    assert rates[0] == pytest.approx(3e-3 / 25)
+    assert rates[1] == pytest.approx(3e-3)
+    assert rates[0] < rates[1] and rates[1] > rates[2] > rates[3]
+
+
+def test_label_smoothing_and_one_hot_loss_of_the_fast_recipe():
+    model = build_model(RECIPES["fast"], steps_per_epoch=4)
+    assert model.loss.get_config()["label_smoothing"] == RECIPES["fast"].label_smoothing

@@ -170,7 +170,12 @@ def test_images_retries_and_caching_are_set_in_the_pipeline(compiled):
         settings.image
     }
     tasks = spec["root"]["dag"]["tasks"]
-    assert tasks["train-model"]["retryPolicy"]["maxRetryCount"] == 3
+    retry = tasks["train-model"]["retryPolicy"]
+    assert retry["maxRetryCount"] == settings.train_retries
+    assert retry["backoffDuration"] == settings.train_retry_backoff
+    # The train task learns its run id, for <checkpoint_root>/<run id>/.
+    train_inputs = tasks["train-model"]["inputs"]["parameters"]
+    assert "pipeline_run_id" in train_inputs
     assert tasks["register-model"]["retryPolicy"]["maxRetryCount"] == 3
     assert tasks["register-model"]["cachingOptions"].get("enableCache") is not True
 
@@ -183,6 +188,8 @@ def test_pipeline_parameters_and_their_defaults(compiled):
     assert defaults["recipe"] == DEFAULT_RECIPE
     assert (defaults["epochs"], defaults["batch_size"], defaults["seed"]) == (0, 0, 2)
     assert "learning_rate" not in defaults and "rho" not in defaults
+    assert defaults["checkpoint_root"] == "" and defaults["checkpoint_dir"] == ""
+    assert not {"learning_rate", "rho", "augment", "lr_patience"} & set(defaults)
     assert defaults["validation_fraction"] == 0.1 and defaults["split_seed"] == 2
     assert defaults["promotion_margin"] == 0.0 and defaults["max_recall_drop"] == 0.005
     assert defaults["predict_model_uri"] == "" and defaults["predict_shards"] == 1

@@ -53,6 +53,8 @@ class TrainingState:
     history: list[dict[str, float]] = field(default_factory=list)
     # ReduceLROnPlateau's counters (wait, best, cooldown_counter); empty without that schedule.
     plateau: dict[str, float] = field(default_factory=dict)
+    # States of the model's random layers (dropout, Keras augmentation): model.save omits them.
+    seed_states: list[list[int]] = field(default_factory=list)
 
 
 class CheckpointStore:

@@ -127,7 +127,22 @@ class EpochRecorder(keras.callbacks.Callback):
                 self.state.plateau = {
                     name: float(getattr(self.plateau, name)) for name in PLATEAU_COUNTERS
                 }
+            self.state.seed_states = [
+                keras.ops.convert_to_numpy(variable).tolist()
+                for variable in seed_variables(self.model)
+            ]
             self.store.save(self.state, self.model)
+
+
+def seed_variables(model: keras.Model) -> list:
+    """The random layers' seed states, in a fixed order for one architecture."""
+    return [variable for variable in model.variables if variable.name == "seed_generator_state"]
+
+
+def restore_seed_states(model: keras.Model, states: list[list[int]]) -> None:
+    """Put back the seed states a checkpoint recorded, so dropout masks continue the stream."""
+    for variable, state in zip(seed_variables(model), states, strict=True):
+        variable.assign(np.asarray(state, dtype=variable.dtype))
 
 
 def write_json_atomically(path: Path, value) -> None:
