@@ -100,9 +100,9 @@ def test_the_report_follows_epochs_outputs_and_the_failing_steps_own_error(tmp_p
     assert failed.name == "validate-data"
     assert failed.error.startswith("/data/train.csv: 783 pixel columns")  # no class name
     report = reporter.console.file.getvalue()
-    assert "✓ ingest       train.csv: 1.1 MB, sha256 67d163ebdda2" in report
-    assert "✓ train        2 epochs, validation accuracy 45.00%" in report
-    assert "✗ validate     failed" in report
+    assert "✓ ingest        train.csv: 1.1 MB, sha256 67d163ebdda2" in report
+    assert "✓ train         2 epochs, validation accuracy 45.00%" in report
+    assert "✗ validate      failed" in report
 
 
 def test_verbose_echoes_everything_as_it_comes(tmp_path):

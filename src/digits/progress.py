@@ -272,8 +272,11 @@ def _describe_train(record: TaskRecord) -> str:
 
 def _describe_baseline(record: TaskRecord) -> str:
     model = record.metadata.get("model", {})
-    family = model.get("model_family") or model.get("recipe") or "baseline"
-    return f"{family} fitted" if model else ""
+    if "train_accuracy" not in model:
+        return ""
+    return (
+        f"{model.get('model_family', 'scikit-learn')}, train accuracy {model['train_accuracy']:.2%}"
+    )
 
 
 def _describe_evaluate(record: TaskRecord) -> str:
@@ -315,12 +318,16 @@ def _describe_collect(record: TaskRecord) -> str:
     return f"{int(submission['rows']):,} predictions with {submission.get('predicted_with', '?')}"
 
 
+# The DAG's second evaluate and register tasks are the baseline's (pipelines/digits_pipeline.py
+# defines the CNN's first); kfp.local names tasks, not display names, in its logs.
 STEP_LABELS: dict[str, StepLabel] = {
+    "evaluate-model-2": StepLabel("baseline eval", _describe_evaluate),
+    "register-model-2": StepLabel("baseline run", lambda record: _describe_register(record)),
     "ingest-csv": StepLabel("ingest", _describe_ingest),
     "validate-data": StepLabel("validate", _describe_validate),
     "normalize-and-split": StepLabel("split", _describe_split),
     "train-model": StepLabel("train", _describe_train),
-    "train-baseline": StepLabel("baseline", _describe_baseline),
+    "train-baseline": StepLabel("baseline fit", _describe_baseline),
     "evaluate-model": StepLabel("evaluate", _describe_evaluate),
     "register-model": StepLabel("register", _describe_register),
     "promote-model": StepLabel("promote", _describe_promote),
@@ -332,6 +339,8 @@ STEP_LABELS: dict[str, StepLabel] = {
 
 def step_label(task: str) -> StepLabel:
     """``ingest-csv-2`` -> the ingest label; unknown tasks keep their own name."""
+    if task in STEP_LABELS:
+        return STEP_LABELS[task]
     base = re.sub(r"-\d+$", "", task)
     return STEP_LABELS.get(base, StepLabel(task, lambda record: ""))
 
@@ -372,7 +381,7 @@ class StepReporter:
 
     def retrying(self, task: str, attempt: str, delay: str) -> None:
         self.console.print(
-            f"  [yellow]↻[/] {step_label(task).title:<12} attempt {attempt} failed; "
+            f"  [yellow]↻[/] {step_label(task).title:<13} attempt {attempt} failed; "
             f"retrying in {float(delay):.0f} s (the pipeline's retry policy)",
             highlight=False,
         )
@@ -386,7 +395,7 @@ class StepReporter:
         detail = label.describe(record) if ok else "failed"
         mark = "[green]✓[/]" if ok else "[red]✗[/]"
         self.console.print(
-            f"{mark} {label.title:<12} {detail}  [dim]{record.seconds:.1f} s[/]",
+            f"{mark} {label.title:<13} {detail}  [dim]{record.seconds:.1f} s[/]",
             highlight=False,
             soft_wrap=True,
         )
