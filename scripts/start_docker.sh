@@ -23,12 +23,14 @@ if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null; then
   exit 0
 fi
 
-if [[ ! -x "$docker" ]] || ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null
+if [[ ! -x "$docker" ]] || ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null \
+  || ! command -v shellcheck >/dev/null
 then
-  say "installing docker.io and debootstrap"
+  # tests/test_kind.py lints scripts/kind-e2e.sh with it.
+  say "installing docker.io, debootstrap and shellcheck"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    docker.io debootstrap >/dev/null
+    docker.io debootstrap shellcheck >/dev/null
 fi
 
 if ! "$docker" info >/dev/null 2>&1; then
