@@ -2,6 +2,7 @@
 # ruff: noqa: E501  (verbatim kfp.local output lines)
 
 import io
+import re
 
 from rich.console import Console
 
@@ -48,7 +49,8 @@ KFP_OUTPUT = f"""00:34:54.996 - INFO - Running pipeline: 'digits-recognizer'
 
 class RecordingReporter(StepReporter):
     def __init__(self):
-        super().__init__(Console(file=io.StringIO(), width=200))
+        # force_terminal: draw the live bar as on a terminal.
+        super().__init__(Console(file=io.StringIO(), width=200, force_terminal=True))
         self.epochs, self.finished_tasks = [], []
 
     def epoch(self, task, epoch, epochs, loss, val_accuracy, learning_rate):
@@ -99,7 +101,7 @@ def test_the_report_follows_epochs_outputs_and_the_failing_steps_own_error(tmp_p
     failed = router.failed_task()
     assert failed.name == "validate-data"
     assert failed.error.startswith("/data/train.csv: 783 pixel columns")  # no class name
-    report = reporter.console.file.getvalue()
+    report = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", reporter.console.file.getvalue())
     assert "✓ ingest        train.csv: 1.1 MB, sha256 67d163ebdda2" in report
     assert "✓ train         2 epochs, validation accuracy 45.00%" in report
     assert "✗ validate      failed" in report

@@ -373,6 +373,8 @@ class StepReporter:
         pass
 
     def epoch(self, task, epoch, epochs, loss, val_accuracy, learning_rate) -> None:
+        if not self.console.is_terminal:  # a log file or pipe gets the step line alone
+            return
         figures = f"loss {loss:.4f}  val acc {val_accuracy:.2%}  lr {learning_rate:.1e}"
         if self._bar is None:
             self._progress.start()
