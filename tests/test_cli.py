@@ -1,5 +1,14 @@
 """The `digits` command line."""
 
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -57,3 +66,46 @@ def test_run_help_lists_the_documented_options():
     result = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"})
     for option in ("--data", "--predict-data", "--epochs", "--summary-json", "--mlflow-uri"):
         assert option in result.output
+
+
+def test_ui_without_a_local_store_says_what_to_run(tmp_path):
+    result = runner.invoke(app, ["ui", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert "no MLflow store" in line and "run `digits run` first" in line
+
+
+@pytest.mark.slow
+def test_ui_serves_the_local_store_that_digits_run_writes(tmp_path):
+    from mlflow import MlflowClient
+
+    from digits.local_run import local_mlflow_store
+
+    tracking_uri, artifacts = local_mlflow_store(tmp_path)
+    MlflowClient(tracking_uri).create_experiment("digits", artifact_location=artifacts)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ui = subprocess.Popen(
+        [str(Path(sys.executable).with_name("digits")), "ui", "--output-dir", str(tmp_path),
+         "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/get-by-name"
+                    "?experiment_name=digits"
+                )
+                with urllib.request.urlopen(request, timeout=2) as response:
+                    assert json.load(response)["experiment"]["name"] == "digits"
+                    break
+            except OSError:
+                assert ui.poll() is None, ui.stdout.read()
+                assert time.monotonic() < deadline, "digits ui did not answer"
+                time.sleep(0.5)
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
