@@ -133,58 +133,13 @@ def build_pipeline(settings: ClusterSettings | None = None):
         evaluation = evaluate_model_op(
             model=trained.outputs["model"], validation=split.outputs["validation"]
         )
-        registration = register_model_op(
-            model=trained.outputs["model"],
-            history=trained.outputs["history"],
-            evaluation=evaluation.outputs["report"],
-            validation=split.outputs["validation"],
-            data_report=train_rows.outputs["report"],
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            experiment_name=experiment_name,
-            registered_model_name=registered_model_name,
-            mlflow_artifact_location=mlflow_artifact_location,
-            train_data_uri=train_data_uri,
-            validation_fraction=validation_fraction,
-            split_seed=split_seed,
-            run_name=run_name,
-            register_version=True,
-            kfp_ui_url=kfp_ui_url,
-            mlflow_timeout_s=mlflow_timeout_s,
-            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-        )
-        # Registration writes to MLflow: never skip it on a cache hit; retry transient errors.
-        registration.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
-        use_mlflow_credentials(registration, settings)
 
-        promotion = promote_model_op(
-            evaluation=evaluation.outputs["report"],
-            validation=split.outputs["validation"],
-            mlflow_tracking_uri=mlflow_tracking_uri,
-            registered_model_name=registered_model_name,
-            model_version=registration.outputs["model_version"],
-            mlflow_run_id=registration.outputs["mlflow_run_id"],
-            mlflow_experiment_id=registration.outputs["mlflow_experiment_id"],
-            promotion_margin=promotion_margin,
-            max_recall_drop=max_recall_drop,
-            mlflow_timeout_s=mlflow_timeout_s,
-        )
-        # Moves aliases in the registry: never a cache hit; a retry re-applies its decision.
-        promotion.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
-        use_mlflow_credentials(promotion, settings)
-        # The classical baseline, on CPU beside the CNN, scored by the same step on the same rows
-        # and logged as its own MLflow run. KFP returns no outputs of tasks under dsl.If, so
-        # every step that uses them is inside this block.
-        with dsl.If(train_baseline == True, name="baseline"):  # noqa: E712 (a KFP condition)
-            baseline = train_baseline_op(train=split.outputs["train"], seed=seed)
-            baseline.set_display_name("train baseline")
-            baseline_evaluation = evaluate_model_op(
-                model=baseline.outputs["model"], validation=split.outputs["validation"]
-            ).set_display_name("evaluate baseline")
-            baseline_registration = register_model_op(
-                model=baseline.outputs["model"],
-                history=baseline.outputs["history"],
-                evaluation=baseline_evaluation.outputs["report"],
+        def register(trained_task, evaluate_task, register_version, name):
+            """Log a trained model to MLflow (and register a version); safe to retry."""
+            task = register_model_op(
+                model=trained_task.outputs["model"],
+                history=trained_task.outputs["history"],
+                evaluation=evaluate_task.outputs["report"],
                 validation=split.outputs["validation"],
                 data_report=train_rows.outputs["report"],
                 mlflow_tracking_uri=mlflow_tracking_uri,
@@ -194,37 +149,57 @@ def build_pipeline(settings: ClusterSettings | None = None):
                 train_data_uri=train_data_uri,
                 validation_fraction=validation_fraction,
                 split_seed=split_seed,
-                run_name="",
-                # A promotion candidate only when asked: then it registers and meets the gate.
-                register_version=baseline_candidate,
+                run_name=name,
+                register_version=register_version,
                 kfp_ui_url=kfp_ui_url,
                 mlflow_timeout_s=mlflow_timeout_s,
                 pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            ).set_display_name("register baseline")
-            baseline_registration.set_caching_options(False).set_retry(
-                num_retries=3, backoff_duration="30s"
             )
-            use_mlflow_credentials(baseline_registration, settings)
+            # Writes to MLflow: never skip it on a cache hit; retry a flaky server.
+            task.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
+            use_mlflow_credentials(task, settings)
+            return task
+
+        def gate(evaluate_task, registration_task):
+            """Champion/challenger gate for the version ``registration_task`` registered."""
+            task = promote_model_op(
+                evaluation=evaluate_task.outputs["report"],
+                validation=split.outputs["validation"],
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                registered_model_name=registered_model_name,
+                model_version=registration_task.outputs["model_version"],
+                mlflow_run_id=registration_task.outputs["mlflow_run_id"],
+                mlflow_experiment_id=registration_task.outputs["mlflow_experiment_id"],
+                promotion_margin=promotion_margin,
+                max_recall_drop=max_recall_drop,
+                mlflow_timeout_s=mlflow_timeout_s,
+            )
+            # Moves aliases: never a cache hit; a retry re-applies the recorded decision.
+            task.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
+            use_mlflow_credentials(task, settings)
+            return task
+
+        registration = register(trained, evaluation, True, run_name)
+        promotion = gate(evaluation, registration)
+
+        # The classical baseline, on CPU beside the CNN, scored by the same step on the same rows
+        # and logged as its own MLflow run. KFP returns no outputs of tasks under dsl.If, so
+        # every step that uses them is inside this block.
+        with dsl.If(train_baseline == True, name="baseline"):  # noqa: E712 (a KFP condition)
+            baseline = train_baseline_op(train=split.outputs["train"], seed=seed)
+            baseline.set_display_name("train baseline")
+            baseline_evaluation = evaluate_model_op(
+                model=baseline.outputs["model"], validation=split.outputs["validation"]
+            ).set_display_name("evaluate baseline")
+            # A promotion candidate only when asked: then it registers a version and meets the
+            # gate, beside the CNN's (each gate re-checks the champion before moving it).
+            baseline_registration = register(baseline, baseline_evaluation, baseline_candidate, "")
+            baseline_registration.set_display_name("register baseline")
             with dsl.If(baseline_candidate == True, name="baseline-candidate"):  # noqa: E712
-                # Runs beside the CNN's gate; each re-checks the champion before moving it.
-                baseline_promotion = promote_model_op(
-                    evaluation=baseline_evaluation.outputs["report"],
-                    validation=split.outputs["validation"],
-                    mlflow_tracking_uri=mlflow_tracking_uri,
-                    registered_model_name=registered_model_name,
-                    model_version=baseline_registration.outputs["model_version"],
-                    mlflow_run_id=baseline_registration.outputs["mlflow_run_id"],
-                    mlflow_experiment_id=baseline_registration.outputs["mlflow_experiment_id"],
-                    promotion_margin=promotion_margin,
-                    max_recall_drop=max_recall_drop,
-                    mlflow_timeout_s=mlflow_timeout_s,
+                gate(baseline_evaluation, baseline_registration).set_display_name(
+                    "promote baseline"
                 )
-                baseline_promotion.set_display_name("promote baseline")
-                baseline_promotion.set_caching_options(False).set_retry(
-                    num_retries=3, backoff_duration="30s"
-                )
-                use_mlflow_credentials(baseline_promotion, settings)
 
         predict_rows = validated_rows(predict_data_uri, "test.csv", False, max_rejected_fraction)
         shards = plan_prediction_shards_op(shard_count=predict_shards)
