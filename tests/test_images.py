@@ -146,7 +146,8 @@ def test_digits_run_runner_docker_runs_the_whole_pipeline_in_the_image(cpu_image
     assert Path(summary["model_path"]).is_file()
     # The default MLflow store (SQLite under --output-dir) was written from inside the containers.
     assert summary["mlflow_tracking_uri"].startswith("sqlite:///")
-    version = MlflowClient(summary["mlflow_tracking_uri"]).get_model_version(
+    store = summary["mlflow_tracking_uri"]
+    version = MlflowClient(store, registry_uri=store).get_model_version(
         "test-images-model", summary["model_version"]
     )
     assert version.run_id == summary["mlflow_run_id"]

@@ -264,9 +264,11 @@ def _describe_train(record: TaskRecord) -> str:
     model = record.metadata.get("model", {})
     if "final_val_accuracy" not in model:
         return ""
+    resumed = int(model.get("resumed_after_epoch", 0))
     return (
         f"{int(model.get('epochs_run', 0))} epochs, validation accuracy "
         f"{model['final_val_accuracy']:.2%} (best {model.get('best_val_accuracy', 0):.2%})"
+        + (f", resumed after epoch {resumed}" if resumed else "")
     )
 
 
