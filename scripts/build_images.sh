@@ -56,7 +56,8 @@ declare -A reference
 for t in "${targets[@]}"; do
   name="$(image_name "$t")"
   started=$SECONDS
-  DOCKER_BUILDKIT=1 "$DOCKER" build -f docker/Dockerfile --target "$t" "${secret[@]}" -t "$name" .
+  DOCKER_BUILDKIT=1 "$DOCKER" build -f docker/Dockerfile --target "$t" "${secret[@]}" \
+    --build-arg "DIGITS_GIT_COMMIT=$(git rev-parse HEAD 2>/dev/null || true)" -t "$name" .
   size="$("$DOCKER" image inspect --format '{{.Size}}' "$name")"
   echo "build_images: built $name in $((SECONDS - started)) s, $((size / 1000000)) MB"
   if $push; then
