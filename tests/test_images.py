@@ -116,6 +116,20 @@ def test_python3_on_path_is_the_projects_slimmed_venv_as_uid_1000(cpu_image):
 @pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
+def test_the_image_knows_the_commit_it_was_built_from(cpu_image):
+    docker, image = cpu_image
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    if not head:
+        pytest.skip("not a git checkout: build_images.sh passes no commit")
+    script = "from digits.tracking import git_commit; print(git_commit())"
+    assert _run_in(docker, image, script).split()[-1] == head  # tagged on every MLflow run
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_digits_run_runner_docker_runs_the_whole_pipeline_in_the_image(cpu_image, tmp_path):
     _, image = cpu_image
     # Inputs outside the pipeline root: `--runner docker` mounts them at the same paths.
