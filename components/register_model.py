@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from digits.artifacts import MODEL_FILENAME, TRAINING_FILENAME, Evaluation
+from digits.data import ImageSet
 from digits.tracking import MODEL_FAMILY_TAG, PIPELINE_RUN_TAG
 
 MODEL_ARTIFACT = "model"
@@ -107,6 +108,11 @@ class _RunLogger:
         self.family = training["result"].get(MODEL_FAMILY_TAG, "cnn")
         self.evaluation = Evaluation.read(record.evaluation_path)
         self.history = json.loads(record.history_path.read_text())
+        path = record.data_report_path
+        self.data_report = (
+            json.loads(Path(path).read_text()) if path and Path(path).is_file() else None
+        )
+        self.validation = ImageSet.load(record.validation_path)
 
     def experiment(self, name: str, artifact_location: str) -> str:
         from digits.tracking import create_once
@@ -201,8 +207,8 @@ class _RunLogger:
                 tags=[RunTag(key, str(value)) for key, value in tags.items()],
             ),
         )
-        training_set, validation_set = self._datasets()
-        retry(self.budget, lambda: self._log_inputs(run_id, training_set, validation_set))
+        training_set, validation_set, sha256 = self._datasets()
+        retry(self.budget, lambda: self._log_inputs(run_id, training_set, validation_set, sha256))
         start = result.get("started_at_ms") or 0
         epoch_metrics = _epoch_metrics(self.history, start)
         for first in range(0, len(epoch_metrics), 900):  # the server takes 1000 per call
@@ -236,16 +242,13 @@ class _RunLogger:
         return f"KFP run [{record.pipeline_run_name or record.pipeline_run_id}]({url})"
 
     def _datasets(self):
-        """The training CSV (digest = sha256 of its bytes) and the validation split."""
+        """(training CSV, validation split, sha256 of the CSV's bytes, "" when unknown)."""
         import mlflow.data
-        import numpy as np
         from mlflow.data.dataset_source_registry import resolve_dataset_source
         from mlflow.data.meta_dataset import MetaDataset
 
-        from digits.data import ImageSet
-
         record = self.record
-        report = self._data_report() or {}
+        report = self.data_report or {}
         sha256 = report.get("source_sha256", "")
         source_uri = record.train_data_uri or report.get("source_uri", "") or "unknown"
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": same class twice
@@ -255,32 +258,23 @@ class _RunLogger:
         training_set = MetaDataset(
             source, name=Path(source_uri).name or "train.csv", digest=sha256[:16] or None
         )
-        training_set.sha256 = sha256
-        validation = ImageSet.load(record.validation_path)
+        validation = self.validation
         validation_set = mlflow.data.from_numpy(
-            validation.images.reshape(len(validation), -1).astype(np.uint8, copy=False)
-            if validation.images.dtype == np.uint8
-            else validation.images.reshape(len(validation), -1),
+            validation.images.reshape(len(validation), -1),
             targets=validation.labels,
             source=source,
             name="validation",
         )
-        return training_set, validation_set
+        return training_set, validation_set, sha256
 
-    def _data_report(self) -> dict | None:
-        path = self.record.data_report_path
-        if path is None or not Path(path).is_file():
-            return None
-        return json.loads(Path(path).read_text())
-
-    def _log_inputs(self, run_id: str, training_set, validation_set) -> None:
+    def _log_inputs(self, run_id: str, training_set, validation_set, sha256: str) -> None:
         from mlflow.entities import DatasetInput, InputTag
 
         inputs = [
             DatasetInput(
                 training_set._to_mlflow_entity(),
                 tags=[InputTag("mlflow.data.context", "training")]
-                + ([InputTag("sha256", training_set.sha256)] if training_set.sha256 else []),
+                + ([InputTag("sha256", sha256)] if sha256 else []),
             ),
             DatasetInput(
                 validation_set._to_mlflow_entity(),
@@ -336,9 +330,8 @@ class _RunLogger:
         self.client.log_dict(run_id, asdict(evaluation), "evaluation.json")
         self.client.log_dict(run_id, self.history, "history.json")
         self.client.log_dict(run_id, self.training, "training.json")
-        report = self._data_report()
-        if report is not None:
-            self.client.log_dict(run_id, report, DATA_REPORT_ARTIFACT)
+        if self.data_report is not None:
+            self.client.log_dict(run_id, self.data_report, DATA_REPORT_ARTIFACT)
         self.client.log_figure(
             run_id, plots.confusion_figure(evaluation), plots.CONFUSION_MATRIX_PNG
         )
@@ -349,10 +342,9 @@ class _RunLogger:
 
     def _misclassified(self):
         from digits import plots
-        from digits.data import ImageSet
         from digits.predictor import load_predictor
 
-        validation = ImageSet.load(self.record.validation_path)
+        validation = self.validation
         predicted = load_predictor(self.record.model_dir)(validation.images).argmax(axis=1)
         return plots.misclassified_figure(validation.images, validation.labels, predicted)
 

@@ -66,6 +66,7 @@ class TaskLogRouter(io.TextIOBase):
         self._files: dict[str, IO[str]] = {}
         self._current: TaskRecord | None = None
         self._outputs_of: TaskRecord | None = None
+        self._finished_record: TaskRecord | None = None  # the last status line's task
         self._last_artifact: str | None = None
         self._partial = ""
         self._pipeline_log = open(log_dir / "pipeline.log", "w")  # noqa: SIM115
@@ -153,7 +154,7 @@ class TaskLogRouter(io.TextIOBase):
             self._report_finished(record)
 
     def _just_finished(self, task: str) -> TaskRecord | None:
-        record = getattr(self, "_finished_record", None)
+        record = self._finished_record
         return record if record is not None and record.name == task else self.tasks.get(task)
 
     def _output_line(self, line: str) -> None:
