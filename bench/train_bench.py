@@ -1,7 +1,7 @@
 """Does our train step beat the reference kernel? Both side by side, in one process.
 
     .venv/bin/python bench/train_bench.py                    # the bundled sample, CPU
-    KERAS_BACKEND=torch python bench/train_bench.py --rows 42000 --mixed-precision  # a GPU
+    KERAS_BACKEND=torch python bench/train_bench.py --rows 42000 --precision mixed  # a GPU
 
 (a) the reference code path as the Kaggle article writes it: plain ``model.fit`` on NumPy
 arrays, batch 64, RMSprop, ReduceLROnPlateau, 30 epochs, no augmentation; (b) our train step
@@ -154,6 +154,8 @@ def run_ours(train_path, validation_path, held_out, recipe: str, args, work: Pat
     config = resolve_recipe(recipe, epochs=args.epochs)
     if args.augmentation:
         config = replace(config, augmentation=args.augmentation)
+    if args.precision:
+        config = replace(config, precision=args.precision)
     scores: list[float] = []
     train_model(
         train_path,
@@ -182,7 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=0, help="epochs of (b); 0: the recipe's")
     parser.add_argument("--reference-epochs", type=int, default=30)
     parser.add_argument("--target", type=float, default=0.985, help="held-out accuracy to reach")
-    parser.add_argument("--mixed-precision", action="store_true", help="(b): float16 on a GPU")
+    parser.add_argument(
+        "--precision",
+        choices=["float32", "mixed"],
+        help="(b): override the recipe's precision (mixed: bfloat16/float16 where native)",
+    )
     parser.add_argument("--jit-compile", action="store_true", help="(b): XLA / torch.compile")
     parser.add_argument(
         "--augmentation",
@@ -207,8 +213,6 @@ def main(argv: list[str] | None = None) -> None:
             paths.append(
                 run_reference(train_path, validation_path, held_out, args.reference_epochs)
             )
-        if args.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_float16")
         paths.append(run_ours(train_path, validation_path, held_out, args.recipe, args, work))
 
     for path in paths:

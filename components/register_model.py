@@ -194,7 +194,12 @@ class _RunLogger:
             **self.training["config"],
             **record.data_params,
         }
-        tags = {"keras_backend": result.get("backend", "")} if self.family == "cnn" else {}
+        tags = (
+            # What the recipe's precision resolved to on the training hardware.
+            {"keras_backend": result.get("backend", ""), "compute_dtype": result["compute_dtype"]}
+            if self.family == "cnn"
+            else {}
+        )
         tags["recipe"] = params["recipe"]
         tags[MODEL_FAMILY_TAG] = self.family
         if record.kfp_ui_url:

@@ -19,6 +19,8 @@ class TrainResult:
     seconds: float
     images_per_second: float
     backend: str
+    # The Keras dtype policy training computed in (the saved model computes in float32).
+    compute_dtype: str
     # Unix ms when the first attempt started training (the MLflow run's start time).
     started_at_ms: int
     # Epochs restored from a checkpoint by this attempt (0: trained from scratch).
@@ -61,7 +63,7 @@ def train_model(
         restore_seed_states,
         write_json_atomically,
     )
-    from digits.model import build_model, one_hot
+    from digits.model import build_model, compute_dtype_policy, model_dtype_policy, one_hot
 
     train, validation = ImageSet.load(train_path), ImageSet.load(validation_path)
     keras.utils.set_random_seed(config.seed)
@@ -84,8 +86,15 @@ def train_model(
             print(f"resuming after epoch {state.epochs_done} from {checkpoint_uri}", flush=True)
         else:
             steps_per_epoch = -(-len(train) // config.batch_size)
-            model = build_model(config, steps_per_epoch, jit_compile=jit_compile)
+            model = build_model(
+                config,
+                steps_per_epoch,
+                jit_compile=jit_compile,
+                dtype_policy=compute_dtype_policy(config.precision),
+            )
     resumed_after = state.epochs_done
+    # Read back from the model: a resumed fit keeps the policy it started with.
+    compute_dtype = model_dtype_policy(model)
 
     plateau = (
         keras.callbacks.ReduceLROnPlateau(
@@ -101,19 +110,24 @@ def train_model(
         state, history_path, store, plateau, print_line=lambda line: print(line, flush=True)
     )
     if state.epochs_done < config.epochs:
+        batches = TrainingBatches(train.images, train.labels, config)
         model.fit(
-            TrainingBatches(train.images, train.labels, config, initial_epoch=state.epochs_done),
+            batches,
             validation_data=(validation.images, one_hot(validation.labels)),
             initial_epoch=state.epochs_done,
             epochs=config.epochs,
             shuffle=False,  # TrainingBatches shuffles, keyed by seed and epoch
             verbose=0,
-            callbacks=[c for c in (plateau, recorder, *observers) if c is not None],
+            callbacks=[
+                c
+                for c in (batches.epoch_callback(), plateau, recorder, *observers)
+                if c is not None
+            ],
         )
     history = state.history
     write_json_atomically(history_path, history)
     model_dir.mkdir(parents=True, exist_ok=True)
-    model.save(model_dir / MODEL_FILENAME)
+    _float32_copy(model).save(model_dir / MODEL_FILENAME)
     val_accuracy = [record["val_accuracy"] for record in history]
     seconds = sum(record["seconds"] for record in history)
     result = TrainResult(
@@ -123,12 +137,36 @@ def train_model(
         seconds=round(seconds, 2),
         images_per_second=round(len(train) * len(history) / seconds, 1),
         backend=keras.backend.backend(),
+        compute_dtype=compute_dtype,
         started_at_ms=state.started_at_ms,
         resumed_after_epoch=resumed_after,
     )
     training = {"recipe": recipe, "config": asdict(config), "result": asdict(result)}
     write_json_atomically(model_dir / TRAINING_FILENAME, training)
     return result
+
+
+def _float32_copy(model):
+    """``model`` itself if it computes in float32, else its layers and weights in float32.
+
+    A mixed-precision model keeps float32 weights, so the copy is exact; it serves at full
+    speed on hardware without bfloat16 and predicts the same on every backend. The copy is
+    not compiled: it is for prediction (training state lives in the checkpoints).
+    """
+    import keras
+
+    from digits.model import model_dtype_policy
+
+    if model_dtype_policy(model) == "float32":
+        return model
+    serving = keras.models.clone_model(
+        model,
+        clone_function=lambda layer: layer.__class__.from_config(
+            {**layer.get_config(), "dtype": "float32"}
+        ),
+    )
+    serving.set_weights(model.get_weights())
+    return serving
 
 
 def _now_ms() -> int:

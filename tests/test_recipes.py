@@ -79,14 +79,52 @@ def test_batches_depend_only_on_seed_epoch_and_index():
     config = TrainConfig(batch_size=32, augmentation="pipeline", seed=4)
 
     uninterrupted = TrainingBatches(images, labels, config)
-    for _ in range(3):  # epochs 0, 1, 2
-        uninterrupted.on_epoch_begin()
-    resumed = TrainingBatches(images, labels, config, initial_epoch=2)
-    resumed.on_epoch_begin()
+    for epoch in range(3):
+        uninterrupted.set_epoch(epoch)
+    resumed = TrainingBatches(images, labels, config)
+    resumed.set_epoch(2)
+    earlier = TrainingBatches(images, labels, config)
+    earlier.set_epoch(1)
 
     assert len(resumed) == 4
     for index in range(len(resumed)):
         for ours, theirs in zip(resumed[index], uninterrupted[index], strict=True):
             np.testing.assert_array_equal(ours, theirs)
+    assert not np.array_equal(resumed[0][0], earlier[0][0])
     x, y = resumed[3]
     assert x.shape == (4, 28, 28, 1) and y.shape == (4, 10)
+
+
+def test_fit_fetches_every_batch_once_with_its_own_epoch():
+    """The prefetching threads never serve a batch drawn for the previous epoch."""
+    import keras
+
+    from digits.fitting import TrainingBatches
+    from digits.model import build_model
+
+    fetched: list[tuple[int, int]] = []
+
+    class Recorded(TrainingBatches):
+        recording = False
+
+        def __getitem__(self, index):
+            if self.recording:
+                fetched.append((self.epoch, index))
+            return super().__getitem__(index)
+
+    class StartRecording(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            batches.recording = True
+
+    rng = np.random.default_rng(0)
+    config = TrainConfig(batch_size=32, augmentation="pipeline", epochs=4)
+    batches = Recorded(
+        rng.random((100, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 100), config
+    )
+    model = build_model(config, len(batches))
+    model.fit(
+        batches, initial_epoch=1, epochs=4, verbose=0,
+        callbacks=[batches.epoch_callback(), StartRecording()],
+    )  # fmt: skip
+
+    assert sorted(fetched) == [(epoch, index) for epoch in (1, 2, 3) for index in range(4)]

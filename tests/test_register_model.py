@@ -73,6 +73,7 @@ def test_logs_a_run_a_person_can_compare_and_registers_a_version(
     assert tags["pipeline_name"] == "digits-recognizer" and tags["kfp_run_id"] == "kfp-1"
     assert tags["kfp_run_url"] == "http://kfp.example/#/runs/details/kfp-1"
     assert tags["keras_backend"] and tags["project_version"] and tags["model_family"] == "cnn"
+    assert tags["compute_dtype"] in {"float32", "mixed_bfloat16", "mixed_float16"}
     assert tags[PIPELINE_RUN_TAG] == "kfp-1/cnn"
     assert not [key for key in tags if key.startswith("digits_")]  # bookkeeping is prefixed
 

@@ -118,3 +118,40 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path, split_sets):
     CheckpointStore(str(tmp_path / "ck")).save(state, build_model(other))
     with pytest.raises(CheckpointError, match="resume with the same recipe"):
         _short_fit(split_sets, tmp_path / "work", str(tmp_path / "ck"))
+
+
+def test_mixed_precision_trains_in_its_policy_and_saves_a_float32_model(tmp_path, split_sets):
+    from digits.model import compute_dtype_policy, model_dtype_policy
+
+    config = resolve_recipe("fast", epochs=1, batch_size=32)
+    assert config.precision == "mixed"
+    train_model.train_model(
+        *split_sets, tmp_path / "model", tmp_path / "history.json", config, "fast"
+    )
+
+    training = json.loads((tmp_path / "model" / TRAINING_FILENAME).read_text())
+    assert training["result"]["compute_dtype"] == compute_dtype_policy("mixed")
+    model = keras.saving.load_model(tmp_path / "model" / MODEL_FILENAME)
+    assert model_dtype_policy(model) == "float32"
+    assert all(weight.dtype == "float32" for weight in model.trainable_weights)
+
+
+@pytest.mark.parametrize(
+    ("flags", "policy"),
+    [
+        ("fpu avx2 avx512f avx512_bf16 avx512_vnni", "mixed_bfloat16"),
+        ("fpu avx2 amx_bf16 amx_tile", "mixed_bfloat16"),
+        ("fpu avx2 avx512f", "float32"),  # emulated bfloat16 would be slower than float32
+    ],
+)
+def test_mixed_precision_on_a_cpu_uses_bfloat16_only_where_native(
+    tmp_path, monkeypatch, flags, policy
+):
+    from digits import model
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(model, "_cuda_bf16_support", lambda: None)
+    monkeypatch.setattr(model, "CPUINFO", str(cpuinfo))
+    assert model.compute_dtype_policy("mixed") == policy
+    assert model.compute_dtype_policy("float32") == "float32"

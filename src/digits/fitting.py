@@ -27,23 +27,37 @@ PLATEAU_COUNTERS = ("wait", "best", "cooldown_counter")
 
 
 class TrainingBatches(keras.utils.PyDataset):
-    """Shuffled batches of ``(images, one-hot labels)``; augmented when the recipe says so."""
+    """Shuffled batches of ``(images, one-hot labels)``; augmented when the recipe says so.
 
-    def __init__(
-        self, images: np.ndarray, labels: np.ndarray, config: TrainConfig, initial_epoch: int = 0
-    ) -> None:
-        super().__init__(workers=1, use_multiprocessing=False)
+    Two worker threads prepare batches ahead of the step. With one, Keras feeds the batches
+    through ``tf.data.Dataset.from_generator``, whose first batch of an epoch stalled for
+    ~5 s in about every other epoch on a 2-core CPU; with two, its own ordered thread pool
+    feeds them without stalls. That pool starts fetching before ``PyDataset.on_epoch_begin``
+    runs, so the epoch is set by :meth:`epoch_callback`, which Keras calls before the pool
+    starts, from the epoch number ``fit`` itself counts.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, config: TrainConfig) -> None:
+        super().__init__(workers=2, use_multiprocessing=False)
         self.images, self.targets, self.config = images, one_hot(labels), config
-        # on_epoch_begin increments this before the first batch of each epoch.
-        self.epoch = initial_epoch - 1
-        self._order = self._permutation(max(self.epoch, 0))
+        self.set_epoch(0)
 
     def __len__(self) -> int:
         return -(-len(self.images) // self.config.batch_size)
 
-    def on_epoch_begin(self) -> None:
-        self.epoch += 1
-        self._order = self._permutation(self.epoch)
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._order = self._permutation(epoch)
+
+    def epoch_callback(self) -> keras.callbacks.Callback:
+        """A callback for ``fit`` that points these batches at each epoch as it begins."""
+        batches = self
+
+        class SetEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch: int, logs=None) -> None:
+                batches.set_epoch(epoch)
+
+        return SetEpoch()
 
     def _permutation(self, epoch: int) -> np.ndarray:
         return np.random.default_rng([self.config.seed, epoch]).permutation(len(self.images))
@@ -53,7 +67,7 @@ class TrainingBatches(keras.utils.PyDataset):
         rows = self._order[index * size : (index + 1) * size]
         images = self.images[rows]
         if self.config.augmentation == "pipeline":
-            rng = np.random.default_rng([self.config.seed, max(self.epoch, 0), index])
+            rng = np.random.default_rng([self.config.seed, self.epoch, index])
             images = random_affine(
                 images,
                 rng,
