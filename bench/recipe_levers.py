@@ -29,16 +29,15 @@ from digits.config import DEFAULT_RECIPE, TrainConfig, resolve_recipe  # noqa: E
 LEVERS = (
     "",  # the default itself
     "precision=float32",
-    "batch_size=128,learning_rate=2e-3",
-    "batch_size=256,learning_rate=3e-3",
+    "batch_size=128",
+    "batch_size=256",
     "warmup_fraction=0.2",
     "label_smoothing=0",
-    "weight_decay=5e-4",
     "augmentation=none",
-    "optimizer=sgd,learning_rate=5e-2",
     "schedule=cosine",
-    "batch_norm=true",
+    "optimizer=sgd,learning_rate=5e-2",
     "optimizer=rmsprop,schedule=plateau,learning_rate=1e-3",
+    "batch_norm=true",
 )
 
 
