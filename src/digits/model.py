@@ -14,6 +14,9 @@ NUM_CLASSES = 10
 # one_cycle starts and ends this far below its peak rate.
 ONE_CYCLE_START_DIVISOR = 25.0
 ONE_CYCLE_END_FRACTION = 1e-3
+# Training steps per compiled call on TensorFlow and JAX (torch allows only 1): fewer round
+# trips from Python, about 10% more images/s at batch 64 on 2 CPU cores; the steps are the same.
+STEPS_PER_EXECUTION = 8
 # Where Linux lists the CPU's instruction-set flags.
 CPUINFO = "/proc/cpuinfo"
 
@@ -77,6 +80,7 @@ def build_model(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
         jit_compile=jit_compile,
+        steps_per_execution=1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION,
     )
     return model
 
