@@ -26,13 +26,14 @@ def build_model(
     steps_per_epoch: int = 1,
     jit_compile: bool | str = "auto",
     dtype_policy: str = "float32",
+    steps_per_execution: int = 0,
 ) -> keras.Model:
     """Conv(32,5x5)x2 > pool > drop > Conv(64,3x3)x2 > pool > drop > Dense(256) > drop > softmax.
 
     Compiled with the recipe's optimizer, rate schedule and loss. Labels are one-hot (as in the
     kernel), which lets the loss smooth them. ``steps_per_epoch`` sizes the one_cycle and cosine
     schedules. ``dtype_policy`` (a Keras policy name, from :func:`compute_dtype_policy`) is set
-    on each layer, not globally.
+    on each layer, not globally. ``steps_per_execution`` 0 picks the backend's best.
     """
     import keras
     from keras import layers
@@ -80,7 +81,8 @@ def build_model(
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
         jit_compile=jit_compile,
-        steps_per_execution=1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION,
+        steps_per_execution=steps_per_execution
+        or (1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION),
     )
     return model
 
