@@ -266,8 +266,9 @@ def _describe_train(record: TaskRecord) -> str:
     if "final_val_accuracy" not in model:
         return ""
     resumed = int(model.get("resumed_after_epoch", 0))
+    epochs = int(model.get("epochs_run", 0))
     return (
-        f"{int(model.get('epochs_run', 0))} epochs, validation accuracy "
+        f"{epochs} epoch{'' if epochs == 1 else 's'}, validation accuracy "
         f"{model['final_val_accuracy']:.2%} (best {model.get('best_val_accuracy', 0):.2%})"
         + (f", resumed after epoch {resumed}" if resumed else "")
     )
