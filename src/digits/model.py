@@ -15,7 +15,7 @@ NUM_CLASSES = 10
 ONE_CYCLE_START_DIVISOR = 25.0
 ONE_CYCLE_END_FRACTION = 1e-3
 # Training steps per compiled call on TensorFlow and JAX (torch allows only 1): fewer round
-# trips from Python, about 10% more images/s at batch 64 on 2 CPU cores; the steps are the same.
+# trips from Python, about 4% more images/s at batch 64 on 2 CPU cores; the steps are the same.
 STEPS_PER_EXECUTION = 8
 # Where Linux lists the CPU's instruction-set flags.
 CPUINFO = "/proc/cpuinfo"
