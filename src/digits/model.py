@@ -144,7 +144,9 @@ def _cuda_bf16_support() -> bool | None:
     if backend == "jax":
         import jax
 
-        return None if jax.default_backend() != "gpu" else True
+        if jax.default_backend() != "gpu":
+            return None
+        return float(getattr(jax.devices()[0], "compute_capability", "0")) >= 8.0
     return None
 
 
