@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
         train_path, validation_path, *held_out = load_data(work, args.rows)
         print(
             f"backend {keras.backend.backend()}, devices {_devices()}, training rows "
-            f"{args.rows or 'sample'}, held-out {len(held_out[1])}",
+            f"{args.rows or 'sample'}, held-out {len(held_out[1])}; (b) computes in "
+            f"{_compute_dtype(args)}",
             flush=True,
         )
         paths = []
@@ -230,6 +231,14 @@ def main(argv: list[str] | None = None) -> None:
         ratio = "n/a" if ref_reach is None or our_reach is None else f"{ref_reach / our_reach:.2f}"
         print(f"time-to-accuracy ratio R {ratio}")
         print(f"throughput ratio T {ours.images_per_second() / reference.images_per_second():.2f}")
+
+
+def _compute_dtype(args) -> str:
+    """The dtype policy path (b) trains with here: its recipe's precision, or the override."""
+    from digits.config import resolve_recipe
+    from digits.model import compute_dtype_policy
+
+    return compute_dtype_policy(args.precision or resolve_recipe(args.recipe).precision)
 
 
 def _devices() -> str:
