@@ -375,7 +375,7 @@ def _pyarrow_integer(text: str) -> float:
 
     try:
         return float(pa.scalar(text).cast(pa.int64()).as_py())
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    except pa.ArrowInvalid:  # what a string-to-int64 cast raises for any unparseable text
         return float("nan")
 
 
