@@ -46,22 +46,13 @@ def _child(mode: str, csv_path: str) -> None:
         started = time.perf_counter()
         rows = pa_csv.read_csv(csv_path).num_rows
     else:
-        from digits.components.ingest_csv import ingest_csv
-        from digits.components.validate_data import validate_data
+        from digits.validation import check_csv
 
-        with tempfile.TemporaryDirectory(prefix="bench-") as scratch:
-            work = Path(scratch)
-            started = time.perf_counter()
-            ingest_csv(csv_path, work / "dataset")
-            report = validate_data(
-                work / "dataset",
-                work / "valid.parquet",
-                work / "rejected.parquet",
-                work / "report.json",
-                source=csv_path,
-                require_label=True,
-            )
-            rows = report.valid_rows
+        started = time.perf_counter()
+        check = check_csv(csv_path)  # the pipeline's ingest + validate, as `digits validate`
+        if check.error:
+            raise SystemExit(f"validate_bench: {check.error}")
+        rows = check.report.valid_rows
     seconds = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({"seconds": seconds, "peak_mib": peak_mib, "rows": rows}))

@@ -6,8 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from digits.components.ingest_csv import ingest_csv
-from digits.components.validate_data import validate_data
+from digits.validation import check_csv
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "make_other_dataset.py"
 
@@ -25,17 +24,10 @@ def test_files_pass_the_pipelines_own_validation(tmp_path, make_other_dataset, n
     make_other_dataset.write_dataset(tmp_path / "data", train_rows=40, test_rows=20, seed=0)
     source = str(tmp_path / "data" / name)
 
-    ingest_csv(source, tmp_path / "raw.parquet")
-    report = validate_data(
-        tmp_path / "raw.parquet",
-        tmp_path / "valid.parquet",
-        tmp_path / "rejected.parquet",
-        tmp_path / "report.json",
-        source=source,
-        require_label=require_label,
-    )
+    check = check_csv(source, require_label=require_label)
 
-    assert report.valid_rows == (40 if require_label else 20)
+    assert check.error is None
+    assert check.report.valid_rows == (40 if require_label else 20)
 
 
 def test_classes_are_balanced_and_the_seed_fixes_every_byte(tmp_path, make_other_dataset):
