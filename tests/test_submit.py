@@ -1,13 +1,10 @@
 """`digits submit` against a local server that speaks enough of the KFP v2beta1 REST API for
-kfp.Client 2.17.3 (healthz, experiments list/create, runs create/get) and records every request."""
+kfp.Client 2.17.3 and records every request (`kfp_recorder`)."""
 
 import json
 import socket
-import threading
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
 
+import kfp_recorder
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -24,93 +21,11 @@ REQUIRED = [
 ]
 
 
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict
-    headers: dict  # names in lower case
-    body: dict | None
-
-
-@dataclass
-class FakeKfp:
-    """What the server answers; every request it got is in ``requests``."""
-
-    url: str
-    requests: list[Recorded] = field(default_factory=list)
-    run_states: list[str] = field(default_factory=lambda: ["PENDING"])
-    refuse_with: int | None = None  # answer every request with this HTTP status
-
-    def calls(self, method: str, path: str) -> list[Recorded]:
-        return [r for r in self.requests if r.method == method and r.path == path]
-
-
-def _lower_keys(headers) -> dict:
-    return {name.lower(): value for name, value in headers.items()}
-
-
-def _handler(kfp: FakeKfp):
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def _answer(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _handle(self, method: str) -> None:
-            url = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length)) if length else None
-            kfp.requests.append(
-                Recorded(method, url.path, parse_qs(url.query), _lower_keys(self.headers), body)
-            )
-            if kfp.refuse_with:
-                self._answer(kfp.refuse_with, {"error": "denied", "code": 16})
-                return
-            route = (method, url.path)
-            if route == ("GET", "/apis/v2beta1/healthz"):
-                self._answer(200, {"multi_user": False})
-            elif route == ("GET", "/apis/v2beta1/experiments"):
-                self._answer(200, {})  # no experiment of that name yet
-            elif route == ("POST", "/apis/v2beta1/experiments"):
-                self._answer(200, {"experiment_id": "exp-7", "display_name": body["display_name"]})
-            elif route == ("POST", "/apis/v2beta1/runs"):
-                self._answer(200, {**body, "run_id": "run-42", "state": "PENDING"})
-            elif route == ("GET", "/apis/v2beta1/runs/run-42"):
-                state = kfp.run_states.pop(0) if len(kfp.run_states) > 1 else kfp.run_states[0]
-                run = {"run_id": "run-42", "state": state}
-                if state == "FAILED":
-                    run["error"] = {"code": 2, "message": "train-model: OOMKilled"}
-                self._answer(200, run)
-            else:
-                self._answer(404, {"error": f"no route {method} {url.path}"})
-
-        def do_GET(self):
-            self._handle("GET")
-
-        def do_POST(self):
-            self._handle("POST")
-
-    return Handler
-
-
 @pytest.fixture
 def kfp_server():
     """A recording fake of the KFP v2beta1 API on 127.0.0.1."""
-    kfp = FakeKfp(url="")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(kfp))
-    kfp.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield kfp
-    server.shutdown()
-    server.server_close()
+    with kfp_recorder.running() as kfp:
+        yield kfp
 
 
 @pytest.fixture(scope="module")
