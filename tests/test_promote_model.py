@@ -13,7 +13,7 @@ from kfp.dsl import Artifact, Dataset, Markdown
 from mlflow import MlflowClient
 
 from digits.components import promote_model
-from digits.components.promote_model import CHALLENGER, CHAMPION, decide
+from digits.promotion import CHALLENGER, CHAMPION, decide
 from digits.data import ImageSet
 from digits.evaluation import evaluate_probabilities
 from digits.predictor import all_class_probabilities
