@@ -171,7 +171,7 @@ class PromotionLock:
                 )
             # Jitter, so gates released together do not retry in lockstep.
             time.sleep(min(self.budget.remaining(), wait * (0.5 + random.random())))
-            wait = min(wait * 2, 2.0)
+            wait = min(wait * 2, 1.0)
 
     def __exit__(self, *exc) -> None:
         from digits.tracking import retry
