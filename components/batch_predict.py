@@ -1,15 +1,45 @@
-"""Step 8: score validated unlabeled rows with the registry's champion (or any model URI).
+"""Step 8: score validated unlabeled rows with one pinned model version (or any model URI).
 
-With ``shard_count`` > 1 the pipeline runs one task per shard (dsl.ParallelFor); each scores its
-contiguous slice of the rows and ``collect_predictions`` joins them into one submission.
+With ``shard_count`` > 1 the pipeline runs one task per shard (dsl.ParallelFor); shard ``i`` of
+``k`` scores rows ``[n*i//k, n*(i+1)//k)`` and ``collect_predictions`` joins the shards into one
+submission. Every shard of a run predicts with the same model version: the pipeline passes the
+version the promotion gate left as champion, and this step loads ``models:/<name>/<version>``,
+never the alias again.
+
+Memory: a shard reads only the Parquet row groups that overlap its rows, and scores them
+``CHUNK_ROWS`` at a time, appending each chunk's results to the outputs; so its peak RSS does
+not grow with the file or the shard. Budget: **1.5 GiB per shard, whatever the file size**
+(measured in ``bench/predict_bench.py``, see the README): about 650 MiB is TensorFlow and Keras
+imported, 300-650 MiB is TensorFlow's own working set once it predicts (the same for chunks of
+4,096 and 16,384 rows), and the data is one chunk: its uint8 pixels, their float32 images (48 MiB
+at 16,384 rows) and one row group of compressed column chunks (validate_data writes 32,768-row
+groups, about 4 MiB of zstd). The pipeline's 4 GiB prediction pods leave room to spare.
 """
 
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from digits.errors import PredictionError
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
+# Rows scored per step: 48 MiB of float32 images plus their 12 MiB of uint8 pixels, small beside
+# TensorFlow's own few hundred MiB, and 32 Keras batches of 512 per predict call, so the call's
+# fixed cost (building its input pipeline) is spread thin. Half of validate_data's row group.
+CHUNK_ROWS = 16_384
+# Tags set on the pipeline run's MLflow run, saying which model scored the rows.
+PREDICTED_WITH_TAG = "predicted_with"
+PREDICTED_MODEL_URI_TAG = "predicted_model_uri"
+# How MLflow reports the failed files of a model download (mlflow 3.17 ArtifactRepository).
+_DOWNLOAD_FAILED = "The following failures occurred while downloading"
+_FAILURE_LINE = re.compile(r"^(?!#)\S.*$", re.MULTILINE)
+_HTTP_STATUS = re.compile(r"\b([1-5][0-9][0-9]) (?:Client|Server) Error\b")
+_BROKEN_CONNECTION = re.compile(r"ConnectionError|Connection (?:refused|reset|aborted)|timed out")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -27,12 +57,18 @@ class ResolvedModel:
             return f"{self.name} v{self.version} ({self.requested})"
         return self.requested
 
+    @property
+    def short(self) -> str:
+        """'digits-cnn v3', or the URI itself when it names no registered version."""
+        return f"{self.name} v{self.version}" if self.version else self.uri
+
 
 @dataclass(frozen=True)
 class PredictionSummary:
     rows: int
     predicted_with: str
     model_version: str
+    model_uri: str  # what was loaded: models:/<name>/<version> for a registered model
     shard_index: int
     shard_count: int
     predicted_class_counts: dict[str, int]
@@ -40,6 +76,10 @@ class PredictionSummary:
 
 def champion_uri(registered_model_name: str) -> str:
     return f"models:/{registered_model_name}@champion"
+
+
+def version_uri(registered_model_name: str, version: str) -> str:
+    return f"models:/{registered_model_name}/{version}"
 
 
 def resolve_model(client, model_uri: str) -> ResolvedModel:
@@ -73,7 +113,7 @@ def resolve_model(client, model_uri: str) -> ResolvedModel:
             "the training pipeline first so a champion exists"
         ) from None
     return ResolvedModel(
-        uri=f"models:/{version.name}/{version.version}",
+        uri=version_uri(version.name, str(version.version)),
         requested=model_uri,
         name=version.name,
         version=str(version.version),
@@ -94,6 +134,59 @@ def _registry_contents(client) -> str:
     return ", ".join(listed)
 
 
+def shard_row_range(num_rows: int, shard_index: int, shard_count: int) -> tuple[int, int]:
+    """``(start, end)``: shard ``i`` of ``k`` owns rows ``[n*i//k, n*(i+1)//k)``."""
+    return num_rows * shard_index // shard_count, num_rows * (shard_index + 1) // shard_count
+
+
+def overlapping_row_groups(
+    group_rows: Sequence[int], start: int, end: int
+) -> tuple[list[int], int]:
+    """The row groups that hold any of rows ``[start, end)``, and the file row the first begins."""
+    groups, first_row, offset = [], start, 0
+    for index, count in enumerate(group_rows):
+        if offset < end and offset + count > start:
+            if not groups:
+                first_row = offset
+            groups.append(index)
+        offset += count
+    return groups, first_row
+
+
+def read_shard(
+    rows_path: Path, shard_index: int, shard_count: int, chunk_rows: int = CHUNK_ROWS
+) -> Iterator:
+    """This shard's rows of the validated Parquet, in source order, at most ``chunk_rows`` at
+    a time (pyarrow RecordBatches of ``source_row`` and the pixels).
+
+    Only the row groups overlapping the shard are read: the row range comes from the footer.
+    """
+    import pyarrow.parquet as pq
+
+    from digits.data import PIXEL_COLUMNS, SOURCE_ROW_COLUMN
+
+    # pre_buffer off: with it, pyarrow fetches the column chunks of every requested row group
+    # up front, so memory would grow with the shard.
+    with pq.ParquetFile(rows_path, pre_buffer=False) as parquet:
+        metadata = parquet.metadata
+        start, end = shard_row_range(metadata.num_rows, shard_index, shard_count)
+        group_rows = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+        groups, position = overlapping_row_groups(group_rows, start, end)
+        if not groups:
+            return
+        batches = parquet.iter_batches(
+            batch_size=chunk_rows, row_groups=groups, columns=[SOURCE_ROW_COLUMN, *PIXEL_COLUMNS]
+        )
+        for batch in batches:
+            first = max(start - position, 0)
+            last = min(end - position, batch.num_rows)
+            position += batch.num_rows
+            if last > first:
+                yield batch.slice(first, last - first)
+            if position >= end:
+                break
+
+
 def batch_predict(
     rows_path: Path,
     submission_path: Path,
@@ -103,55 +196,208 @@ def batch_predict(
     shard_index: int = 0,
     shard_count: int = 1,
     batch_size: int = 512,
+    timeout_s: float = 300,
+    mlflow_run_id: str = "",
+    requested_uri: str = "",
+    chunk_rows: int = CHUNK_ROWS,
 ) -> PredictionSummary:
     """Predict this shard's rows; ImageId is the row's 1-based position in the source CSV.
 
     Writes ``ImageId,Label`` as CSV (what Kaggle accepts) and the per-row class probabilities
-    (``ImageId, prob_0..prob_9``) as Parquet. ``model_uri`` is an MLflow model URI
-    (``models:/name@champion``, ``models:/name/3``, ``runs:/<id>/model``) or a local model
-    artifact directory.
+    (``ImageId, prob_0..prob_9``, float32) as Parquet, in source order, ``chunk_rows`` rows at
+    a time. ``model_uri`` is an MLflow model URI (``models:/name/3``, ``models:/name@champion``
+    pinned to its version once, ``runs:/<id>/model``) or a local model artifact directory.
+    ``requested_uri``, when given, is what the user asked for and ``model_uri`` its pinned
+    form (the pipeline: the champion, pinned to the version the gate left); it only changes
+    the description. With ``mlflow_run_id``, that run gets tags ``predicted_with`` and
+    ``predicted_model_uri``. Each talk with MLflow (the model lookup and download, the tags)
+    retries a failing server for up to ``timeout_s`` seconds.
+
+    Raises:
+        PredictionError: a bad shard index; a model that does not exist; or MLflow that did
+            not answer within ``timeout_s`` (one line naming the model URI and the server).
     """
-    import mlflow
     import numpy as np
-    import pandas as pd
-    import pyarrow.parquet as pq
 
     from digits.data import to_image_set
-    from digits.predictor import load_predictor
-    from digits.registry import load_logged_predictor
 
     if not 0 <= shard_index < shard_count:
         raise PredictionError(f"shard {shard_index} of {shard_count}: expected 0 <= index < count")
-    if Path(model_uri).is_dir():
-        resolved = ResolvedModel(uri=model_uri, requested=model_uri)
-        predict = load_predictor(Path(model_uri), batch_size)
-    else:
-        client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
-        resolved = resolve_model(client, model_uri)
-        predict = load_logged_predictor(resolved.uri, tracking_uri, batch_size)
-
-    table = pq.read_table(rows_path)
-    start = table.num_rows * shard_index // shard_count
-    end = table.num_rows * (shard_index + 1) // shard_count
-    images = to_image_set(table.slice(start, end - start).to_pandas())
-    probabilities = predict(images.images) if len(images) else np.zeros((0, 10), dtype=np.float32)
-    labels = probabilities.argmax(axis=1)
-    pd.DataFrame({"ImageId": images.source_rows, "Label": labels}).to_csv(
-        submission_path, index=False
-    )
-    columns = [f"prob_{digit}" for digit in range(probabilities.shape[1])]
-    table = pd.DataFrame(probabilities.astype(np.float32), columns=columns)
-    table.insert(0, "ImageId", images.source_rows)
-    table.to_parquet(probabilities_path, index=False)
-    counts = np.bincount(labels, minlength=probabilities.shape[1])
+    resolved, predict = _load_model(model_uri, requested_uri, tracking_uri, batch_size, timeout_s)
+    chunks = _chunks_or_empty(read_shard(rows_path, shard_index, shard_count, chunk_rows))
+    with _ShardWriter(submission_path, probabilities_path) as writer:
+        for batch in chunks:
+            images = to_image_set(batch.to_pandas())
+            probabilities = (
+                predict(images.images) if len(images) else np.zeros((0, 10), np.float32)
+            )
+            writer.write(images.source_rows, probabilities)
+    if mlflow_run_id:
+        _tag_run(mlflow_run_id, resolved, tracking_uri, timeout_s)
     return PredictionSummary(
-        rows=len(labels),
+        rows=writer.rows,
         predicted_with=resolved.description,
         model_version=resolved.version,
+        model_uri=resolved.uri,
         shard_index=shard_index,
         shard_count=shard_count,
-        predicted_class_counts={str(d): int(n) for d, n in enumerate(counts)},
+        predicted_class_counts={str(d): int(n) for d, n in enumerate(writer.counts)},
     )
+
+
+class _ShardWriter:
+    """Appends each chunk's ``ImageId,Label`` to the CSV and its probabilities to the Parquet:
+    the same files, column for column, as writing the whole shard at once with pandas."""
+
+    def __init__(self, submission_path: Path, probabilities_path: Path):
+        import numpy as np
+
+        self.submission_path, self.probabilities_path = submission_path, probabilities_path
+        self.rows = 0
+        self.counts = np.zeros(10, dtype=np.int64)
+        self._csv = None
+        self._parquet = None
+
+    def __enter__(self):
+        self._csv = open(self.submission_path, "w", newline="")  # noqa: SIM115  (closed on exit)
+        return self
+
+    def write(self, source_rows, probabilities) -> None:
+        import numpy as np
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        labels = probabilities.argmax(axis=1)
+        submission = pd.DataFrame({"ImageId": source_rows, "Label": labels})
+        submission.to_csv(self._csv, index=False, header=self._parquet is None)
+        columns = [f"prob_{digit}" for digit in range(probabilities.shape[1])]
+        frame = pd.DataFrame(probabilities.astype(np.float32), columns=columns)
+        frame.insert(0, "ImageId", source_rows)
+        table = pa.Table.from_pandas(frame, preserve_index=False)  # as to_parquet(index=False)
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self.probabilities_path, table.schema)
+        self._parquet.write_table(table)
+        self.rows += len(labels)
+        self.counts += np.bincount(labels, minlength=10)[:10]
+
+    def __exit__(self, *exc_info) -> None:
+        self._csv.close()
+        if self._parquet is not None:
+            self._parquet.close()
+
+
+def _chunks_or_empty(batches: Iterator) -> Iterator:
+    """``batches``, or one empty batch when there are none: an empty shard still writes both
+    files with their header and schema."""
+    import pyarrow as pa
+
+    from digits.data import PIXEL_COLUMNS, SOURCE_ROW_COLUMN
+
+    empty = True
+    for batch in batches:
+        empty = False
+        yield batch
+    if empty:
+        schema = pa.schema(
+            [(SOURCE_ROW_COLUMN, pa.int64())] + [(name, pa.uint8()) for name in PIXEL_COLUMNS]
+        )
+        yield pa.RecordBatch.from_pylist([], schema=schema)
+
+
+def _load_model(model_uri, requested_uri, tracking_uri, batch_size, timeout_s):
+    """(ResolvedModel, predictor): a local model directory, or MLflow's, with retries."""
+    import mlflow
+
+    from digits.predictor import load_predictor
+    from digits.registry import load_logged_predictor
+    from digits.tracking import Budget, retry
+
+    requested = requested_uri or model_uri
+    if Path(model_uri).is_dir():
+        return ResolvedModel(uri=model_uri, requested=requested), load_predictor(
+            Path(model_uri), batch_size
+        )
+    budget = Budget(timeout_s)
+    with _mlflow_session(model_uri, tracking_uri, budget, "loading the model"):
+        client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        resolved = retry(budget, lambda: resolve_model(client, model_uri))
+        resolved = ResolvedModel(resolved.uri, requested, resolved.name, resolved.version)
+        predict = retry(
+            budget,
+            lambda: _transient_download(
+                lambda: load_logged_predictor(resolved.uri, tracking_uri, batch_size)
+            ),
+        )
+    return resolved, predict
+
+
+def _transient_download(load: Callable[[], T]) -> T:
+    """``load()``, with a model download that failed on the server's side made retryable.
+
+    MLflow downloads a model's files in parallel and gathers their failures into one
+    MlflowException raised on this side, which ``is_transient`` rightly does not retry. When
+    every gathered failure is an answer of 5xx, 408 or 429, or a broken connection, it is raised
+    again as a ConnectionError, which it retries.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return load()
+    except MlflowException as error:
+        if _DOWNLOAD_FAILED in error.message and _transient_failures(error.message):
+            first_line = error.message.strip().splitlines()[0]
+            failures = "; ".join(_FAILURE_LINE.findall(error.message))[:300]
+            raise ConnectionError(f"{first_line} {failures}") from error
+        raise
+
+
+def _transient_failures(message: str) -> bool:
+    statuses = [int(code) for code in _HTTP_STATUS.findall(message)]
+    if statuses:
+        return all(code >= 500 or code in (408, 429) for code in statuses)
+    return bool(_BROKEN_CONNECTION.search(message))
+
+
+def _tag_run(run_id: str, resolved: ResolvedModel, tracking_uri: str, timeout_s: float) -> None:
+    """Say on the pipeline run's MLflow run which model predicted (idempotent: a retry or
+    another shard sets the same values)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import RunTag
+
+    from digits.tracking import Budget, retry
+
+    tags = [
+        RunTag(PREDICTED_WITH_TAG, resolved.short),
+        RunTag(PREDICTED_MODEL_URI_TAG, resolved.uri),
+    ]
+    budget = Budget(timeout_s)
+    with _mlflow_session(resolved.uri, tracking_uri, budget, f"tagging MLflow run {run_id}"):
+        client = MlflowClient(tracking_uri)
+        retry(budget, lambda: client.log_batch(run_id, tags=tags))
+
+
+@contextmanager
+def _mlflow_session(model_uri: str, tracking_uri: str, budget, doing: str) -> Iterator[None]:
+    """``tracking_session``, its final error turned into one line naming the model URI."""
+    from digits.errors import RegistrationError
+    from digits.tracking import is_transient, tracking_session
+
+    try:
+        with tracking_session(tracking_uri, budget):
+            yield
+    except RegistrationError as error:
+        cause = error.__cause__ or error
+        first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+        where = f"{model_uri}: {doing} through MLflow at {tracking_uri} failed"
+        if is_transient(cause):
+            raise PredictionError(
+                f"{where} after retrying for {budget.seconds:.0f} s: {first_line}; check "
+                "mlflow_tracking_uri and that the tracking server is reachable, then retry the task"
+            ) from cause
+        raise PredictionError(
+            f"{where}: {first_line}; check the model URI and the MLflow credentials"
+        ) from cause
 
 
 def component(image: str):
@@ -170,26 +416,38 @@ def component(image: str):
         shard_count: int,
         submission: Output[Dataset],
         probabilities: Output[Dataset],
+        mlflow_run_id: str = "",
     ):
         """Kaggle submission (ImageId,Label CSV) plus per-row probabilities (Parquet), one shard.
 
-        ``champion_version`` orders this task after the promotion gate; the model is looked up
-        by ``predict_model_uri`` (default: the registered model's champion) when the task runs.
+        Predicts with ``models:/<registered_model_name>/<champion_version>``, the version the
+        promotion gate left as champion, so every shard uses the same one; ``predict_model_uri``
+        overrides it (an alias there is pinned once). With ``mlflow_run_id`` (this pipeline
+        run's MLflow run), that run is tagged with the model that predicted.
         """
         from dataclasses import asdict
         from pathlib import Path
 
         from digits.components.batch_predict import batch_predict as run
-        from digits.components.batch_predict import champion_uri
+        from digits.components.batch_predict import champion_uri, version_uri
 
+        if predict_model_uri:
+            model_uri, requested_uri = predict_model_uri, ""
+        elif champion_version:
+            model_uri = version_uri(registered_model_name, champion_version)
+            requested_uri = champion_uri(registered_model_name)
+        else:  # no gate ran: the alias, pinned once
+            model_uri, requested_uri = champion_uri(registered_model_name), ""
         summary = run(
             Path(rows.path),
             Path(submission.path),
             Path(probabilities.path),
-            model_uri=predict_model_uri or champion_uri(registered_model_name),
+            model_uri=model_uri,
             tracking_uri=mlflow_tracking_uri,
             shard_index=shard_index,
             shard_count=shard_count,
+            mlflow_run_id=mlflow_run_id,
+            requested_uri=requested_uri,
         )
         for artifact in (submission, probabilities):
             artifact.metadata.update(asdict(summary))
