@@ -108,7 +108,7 @@ def _matches(item: dict, filter_text: str | None) -> bool:
     if not filter_text:
         return True
     for predicate in json.loads(filter_text).get("predicates", []):
-        if predicate.get("operation") not in ("EQUALS", None):
+        if predicate.get("operation") not in ("EQUALS", 1):  # kfp.Client sends the number
             raise ValueError(f"the fake handles EQUALS only, got {predicate}")
         value = predicate.get("stringValue", predicate.get("string_value"))
         if str(item.get(predicate["key"])) != value:

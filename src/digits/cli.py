@@ -308,6 +308,13 @@ def submit(
     package: Annotated[
         Path | None, typer.Option(help="Compiled pipeline YAML; default: compile one now.")
     ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(help="Run this uploaded version of --name instead (nothing compiled)."),
+    ] = None,
+    name: Annotated[
+        str, typer.Option("--name", "--pipeline", help="--version: the pipeline it belongs to.")
+    ] = "digits-recognizer",
     experiment: Annotated[str, typer.Option(help="KFP experiment of the run.")] = "digits",
     run_name: Annotated[str | None, typer.Option(help="Run name shown in the KFP UI.")] = None,
     param: Annotated[
@@ -349,12 +356,13 @@ def submit(
 
     from digits.errors import SubmitError
     from digits.pipelines.digits_pipeline import compile_pipeline
+    from digits.schedule import run_version
     from digits.submit import SubmitRequest, wait_for_run
     from digits.submit import submit as submit_run
 
     params = dict(_parse_param(item) for item in param or [])
     with tempfile.TemporaryDirectory() as scratch:
-        if package is None:
+        if package is None and version is None:
             package = compile_pipeline(
                 Path(scratch) / "pipeline.yaml", _cluster_settings(**_compile_options(locals()))
             )
@@ -369,7 +377,7 @@ def submit(
             enable_caching=cache,
         )
         try:
-            run = submit_run(request)
+            run = submit_run(request) if version is None else run_version(request, name, version)
             typer.echo(f"run id  {run.run_id}\nrun UI  {run.url}")
             if not wait:
                 return
@@ -391,6 +399,212 @@ def submit(
             err=True,
         )
         raise typer.Exit(1)
+
+
+# `upload` and `schedule` (digits.schedule): named pipeline versions and recurring runs.
+HostOption = Annotated[
+    str, typer.Option(help="KFP API / UI address, e.g. http://localhost:8080 (http:// if none).")
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Bearer token; default: the service-account token at "
+        "$KF_PIPELINES_SA_TOKEN_PATH or /var/run/secrets/kubeflow/pipelines/token."
+    ),
+]
+NamespaceOption = Annotated[str | None, typer.Option(help="Profile namespace (multi-user KFP).")]
+PackageOption = Annotated[
+    Path | None, typer.Option(help="Compiled pipeline YAML; default: compile one now.")
+]
+VersionOption = Annotated[
+    str | None,
+    typer.Option(help="Pipeline version name; default: VERSION-COMMIT, plus -dirty on changes."),
+]
+
+
+@app.command()
+def upload(
+    host: HostOption,
+    name: Annotated[
+        str, typer.Option("--name", "--pipeline", help="Pipeline name in KFP.")
+    ] = "digits-recognizer",
+    version: VersionOption = None,
+    package: PackageOption = None,
+    token: TokenOption = None,
+    namespace: NamespaceOption = None,
+    image: ImageOption = None,
+    train_image: TrainImageOption = None,
+    gpu_node_selector: GpuNodeSelectorOption = None,
+    gpu_toleration: GpuTolerationOption = None,
+    gpus: GpusOption = 1,
+    train_cpu: TrainCpuOption = None,
+    train_cpu_limit: TrainCpuLimitOption = None,
+    train_memory: TrainMemoryOption = None,
+    step_cpu: StepCpuOption = None,
+    step_cpu_limit: StepCpuLimitOption = None,
+    step_memory: StepMemoryOption = None,
+    mlflow_secret: MlflowSecretOption = None,
+) -> None:
+    """Upload the pipeline as a named version (the pipeline is created when absent).
+
+    The same name uploaded again sends nothing, or is refused when the package differs.
+    """
+    import tempfile
+
+    from digits.errors import SubmitError
+    from digits.pipelines.digits_pipeline import compile_pipeline
+    from digits.schedule import KfpTarget, default_version_name
+    from digits.schedule import upload as upload_version
+
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            version = version or default_version_name()
+            if package is None:
+                package = compile_pipeline(
+                    Path(scratch) / "pipeline.yaml", _cluster_settings(**_compile_options(locals()))
+                )
+            uploaded = upload_version(KfpTarget(host, token, namespace), package, name, version)
+        except SubmitError as error:
+            typer.secho(f"digits upload: {error}", err=True)
+            raise typer.Exit(1) from None
+    for line in uploaded.lines():
+        typer.echo(line)
+
+
+@app.command()
+def schedule(
+    host: HostOption,
+    cron: Annotated[
+        str | None,
+        typer.Option(
+            help='Six fields, seconds first (KFP\'s robfig/cron): "0 0 3 * * *" is 03:00 daily.'
+        ),
+    ] = None,
+    list_: Annotated[
+        bool, typer.Option("--list", help="Show the experiment's schedules and exit.")
+    ] = False,
+    disable: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Disable the schedule(s) of this name.")
+    ] = None,
+    enable: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Enable the newest schedule of this name.")
+    ] = None,
+    name: Annotated[
+        str, typer.Option(help="Schedule name; one of the same name is replaced.")
+    ] = "digits-retrain",
+    pipeline: Annotated[str, typer.Option(help="Pipeline name in KFP.")] = "digits-recognizer",
+    version: VersionOption = None,
+    experiment: Annotated[str, typer.Option(help="KFP experiment of the runs.")] = "digits",
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="KEY=VALUE pipeline parameter (repeatable), typed from the IR."),
+    ] = None,
+    max_concurrency: Annotated[
+        int, typer.Option(min=1, max=10, help="Runs of this schedule at once (1-10).")
+    ] = 1,
+    catchup: Annotated[
+        bool, typer.Option(help="After a pause, run every missed time (default: only the latest).")
+    ] = False,
+    service_account: Annotated[
+        str | None, typer.Option(help="Kubernetes service account of the runs.")
+    ] = None,
+    timezone: Annotated[
+        str,
+        typer.Option(help="Show fire times in this zone: the KFP scheduler's, UTC by default."),
+    ] = "UTC",
+    package: PackageOption = None,
+    token: TokenOption = None,
+    namespace: NamespaceOption = None,
+    image: ImageOption = None,
+    train_image: TrainImageOption = None,
+    gpu_node_selector: GpuNodeSelectorOption = None,
+    gpu_toleration: GpuTolerationOption = None,
+    gpus: GpusOption = 1,
+    train_cpu: TrainCpuOption = None,
+    train_cpu_limit: TrainCpuLimitOption = None,
+    train_memory: TrainMemoryOption = None,
+    step_cpu: StepCpuOption = None,
+    step_cpu_limit: StepCpuLimitOption = None,
+    step_memory: StepMemoryOption = None,
+    mlflow_secret: MlflowSecretOption = None,
+) -> None:
+    """Retrain on a schedule: a recurring run pinned to an uploaded pipeline version.
+
+    The cron and the parameters are checked before anything is sent; the version is uploaded
+    when absent (as `digits upload`); a schedule of the same name is replaced (the new one
+    created, then the old one disabled). Also --list, --disable NAME, --enable NAME.
+    """
+    import tempfile
+
+    from digits.errors import SubmitError
+    from digits.pipelines.digits_pipeline import compile_pipeline
+    from digits.schedule import (
+        KfpTarget,
+        ScheduleRequest,
+        format_schedules,
+        list_schedules,
+        parse_cron,
+        set_enabled,
+    )
+    from digits.schedule import schedule as create_schedule
+
+    if sum([cron is not None, list_, disable is not None, enable is not None]) != 1:
+        raise typer.BadParameter("pass one of --cron, --list, --disable NAME or --enable NAME")
+    zone = _time_zone(timezone)
+    target = KfpTarget(host, token, namespace)
+    try:
+        if list_:
+            found = list_schedules(target, experiment)
+            lines = format_schedules(found, zone) if found else [f"no schedules in {experiment}"]
+            typer.echo("\n".join(lines))
+            return
+        if disable is not None or enable is not None:
+            for line in set_enabled(target, experiment, disable or enable, enable is not None):
+                typer.echo(line)
+            return
+        params = dict(_parse_param(item) for item in param or [])
+        checked = parse_cron(cron)
+        typer.echo(f"cron         {checked.expression}  (sec min hour day-of-month month weekday)")
+        for i, when in enumerate(checked.next_times(3, tz=zone)):
+            label = "next runs" if i == 0 else ""
+            typer.echo(f"{label:<12} {when:%Y-%m-%d %H:%M:%S %Z}")
+        with tempfile.TemporaryDirectory() as scratch:
+            if package is None:
+                package = compile_pipeline(
+                    Path(scratch) / "pipeline.yaml", _cluster_settings(**_compile_options(locals()))
+                )
+            result = create_schedule(
+                ScheduleRequest(
+                    target=target,
+                    cron=checked,
+                    package=package,
+                    name=name,
+                    pipeline_name=pipeline,
+                    version_name=version,
+                    experiment=experiment,
+                    params=params,
+                    max_concurrency=max_concurrency,
+                    no_catchup=not catchup,
+                    service_account=service_account,
+                )
+            )
+    except SubmitError as error:
+        typer.secho(f"digits schedule: {error}", err=True)
+        raise typer.Exit(1) from None
+    for line in result.lines():
+        typer.echo(line)
+
+
+def _time_zone(name: str):
+    from datetime import UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if name.upper() == "UTC":
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise typer.BadParameter(f"{name!r}: not a time zone, e.g. UTC or Europe/Paris") from None
 
 
 _COMPILE_OPTIONS = (

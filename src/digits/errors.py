@@ -21,6 +21,14 @@ class SubmitError(DigitsError):
     """A run could not be submitted to, or followed on, a Kubeflow Pipelines backend."""
 
 
+class ScheduleError(SubmitError):
+    """A pipeline version could not be uploaded, or a recurring run created or changed."""
+
+
+class CronError(ScheduleError):
+    """A cron expression KFP's scheduler would refuse or, with five fields, misread."""
+
+
 class PredictionError(DigitsError):
     """Batch prediction cannot find its model or cannot join its shards."""
 

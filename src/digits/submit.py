@@ -45,6 +45,9 @@ class SubmitRequest:
     namespace: str | None = None
     enable_caching: bool | None = None  # None: the compiled per-task settings
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "host", normalize_host(self.host))
+
 
 @dataclass(frozen=True)
 class SubmittedRun:
@@ -54,6 +57,15 @@ class SubmittedRun:
     experiment_id: str
     url: str
     client: Any = field(repr=False, compare=False)
+
+
+def normalize_host(host: str) -> str:
+    """``localhost:8080`` -> ``http://localhost:8080``; no trailing slash.
+
+    Neither urllib nor kfp.Client's REST client takes an address without a scheme.
+    """
+    host = host.strip().rstrip("/")
+    return host if "://" in host else f"http://{host}"
 
 
 def pipeline_parameters(package: Path) -> dict[str, dict]:
@@ -156,7 +168,10 @@ def _auth_error(host: str, status: int) -> SubmitError:
 
 
 def connect(request: SubmitRequest):
-    """A ``kfp.Client`` for ``request.host`` with KFP's standard credentials."""
+    """A ``kfp.Client`` for ``request.host`` with KFP's standard credentials.
+
+    ``request`` is anything with ``host`` (normalized), ``token`` and ``namespace``.
+    """
     import kfp
     from kfp.client.set_volume_credentials import ServiceAccountTokenVolumeCredentials
 
@@ -165,7 +180,7 @@ def connect(request: SubmitRequest):
     credentials = ServiceAccountTokenVolumeCredentials(str(token_file)) if token_file else None
     with warnings.catch_warnings():  # "This client only works with KFP v2.0.0-beta.2 and later"
         warnings.simplefilter("ignore", FutureWarning)
-        return _calling_api(
+        return call_api(
             request.host,
             lambda: kfp.Client(
                 host=request.host,
@@ -187,7 +202,7 @@ def submit(request: SubmitRequest) -> SubmittedRun:
     client = connect(request)
     # kfp.Client prints its own "Experiment details"/"Run details" links; we print ours.
     with contextlib.redirect_stdout(io.StringIO()):
-        result = _calling_api(
+        result = call_api(
             request.host,
             lambda: client.create_run_from_pipeline_package(
                 str(request.package),
@@ -221,7 +236,7 @@ def wait_for_run(
     deadline = time.monotonic() + timeout_seconds
     last_state = None
     while True:
-        current = _calling_api(host, lambda: run.client.get_run(run.run_id))
+        current = call_api(host, lambda: run.client.get_run(run.run_id))
         state = str(current.state or "PENDING")
         if state != last_state:
             on_state(state)
@@ -236,7 +251,7 @@ def wait_for_run(
         time.sleep(poll_seconds)
 
 
-def _calling_api(host: str, call: Callable[[], Any]) -> Any:
+def call_api(host: str, call: Callable[[], Any]) -> Any:
     """Run one KFP API call, turning its transport and HTTP errors into one-line SubmitErrors."""
     from kfp_server_api.exceptions import ApiException
     from urllib3.exceptions import HTTPError
