@@ -215,6 +215,130 @@ def ui(
     )
 
 
+@app.command()
+def serve(
+    model_uri: Annotated[
+        str, typer.Option(help="Registered model to serve, pinned to its version at start.")
+    ] = "models:/digits-cnn@champion",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else the local store "
+            "`digits run` writes (./local_runs)."
+        ),
+    ] = None,
+    max_batch: Annotated[int, typer.Option(help="Most images one request may carry.")] = 1024,
+) -> None:
+    """Serve a registered model version over KServe's v2 (Open Inference) and v1 protocols."""
+    if max_batch < 1:
+        raise typer.BadParameter(f"{max_batch}: expected at least 1", param_hint="--max-batch")
+    from digits.errors import DigitsError
+    from digits.serving import ServeSettings, default_tracking_uri
+    from digits.serving import serve as serve_model
+
+    def announce(model) -> None:
+        ref, name = model.served.ref, model.name
+        typer.echo(
+            f"digits serve: {ref.description}, run {ref.run_id or '-'}, on http://{host}:{port}\n"
+            f"  v2  POST /v2/models/{name}/infer    metadata  GET /v2/models/{name}\n"
+            f"  v1  POST /v1/models/{name}:predict  health    GET /v2/health/ready\n"
+            f"  reload (re-resolve {ref.requested}): POST /v2/repository/models/{name}/load "
+            "or SIGHUP"
+        )
+
+    try:
+        settings = ServeSettings(
+            model_uri=model_uri,
+            tracking_uri=mlflow_uri or default_tracking_uri(),
+            host=host,
+            port=port,
+            max_batch=max_batch,
+        )
+        serve_model(settings, on_ready=announce)
+    except DigitsError as error:
+        typer.echo(f"digits serve: {error}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def deploy(
+    model_uri: Annotated[
+        str, typer.Option(help="Registered model to deploy, pinned to its version now.")
+    ] = "models:/digits-cnn@champion",
+    name: Annotated[str, typer.Option(help="InferenceService name.")] = "digits",
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "kubeflow",
+    image: Annotated[
+        str | None, typer.Option(help="Image running `digits serve`; default the CPU image.")
+    ] = None,
+    canary_percent: Annotated[
+        int, typer.Option(help="Traffic share of a new version beside an older one.")
+    ] = 10,
+    promote: Annotated[
+        bool, typer.Option("--promote", help="Send the version all traffic (ends a canary).")
+    ] = False,
+    current_version: Annotated[
+        str | None,
+        typer.Option(help="Version served now (without --apply); a different one is a canary."),
+    ] = None,
+    apply: Annotated[
+        bool,
+        typer.Option("--apply", help="Read the existing InferenceService, then create or patch."),
+    ] = False,
+    output: Annotated[
+        Path | None, typer.Option(help="Write the InferenceService YAML here (default: stdout).")
+    ] = None,
+    mlflow_uri: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow tracking URI to resolve --model-uri; default $MLFLOW_TRACKING_URI, "
+            "else --cluster-mlflow-uri."
+        ),
+    ] = None,
+    cluster_mlflow_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI as the predictor pod reaches it.")
+    ] = None,
+) -> None:
+    """Write (and with --apply, create or patch) a KServe InferenceService serving one version."""
+    import os
+
+    import yaml
+
+    from digits.deploy import DeploySettings
+    from digits.deploy import deploy as deploy_model
+    from digits.errors import DigitsError
+
+    try:
+        defaults = DeploySettings()
+        settings = replace(
+            defaults,
+            name=name,
+            namespace=namespace,
+            image=image or defaults.image,
+            canary_percent=canary_percent,
+            mlflow_uri=cluster_mlflow_uri or defaults.mlflow_uri,
+        )
+        outcome = deploy_model(
+            model_uri,
+            mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.mlflow_uri,
+            settings,
+            promote=promote,
+            current_version=current_version,
+            apply=apply,
+        )
+    except DigitsError as error:
+        typer.echo(f"digits deploy: {error}", err=True)
+        raise typer.Exit(1) from None
+    text = yaml.safe_dump(outcome.service, sort_keys=False)
+    if output:
+        output.write_text(text)
+        typer.echo(f"wrote {output}", err=True)
+    elif not apply:
+        typer.echo(text, nl=False)
+    typer.echo(f"digits deploy: {outcome.summary()}", err=True)
+
+
 # Compile options, shared by `compile` and `submit` (which compiles when given no --package).
 ImageOption = Annotated[str | None, typer.Option(help="Image of the CPU steps.")]
 TrainImageOption = Annotated[str | None, typer.Option(help="Image of the GPU training step.")]

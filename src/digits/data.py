@@ -159,9 +159,14 @@ class ImageSet:
             return cls(arrays["images"], labels, arrays["source_rows"])
 
 
+def scale_pixels(pixels: np.ndarray) -> np.ndarray:
+    """0-255 pixel values to float32 in [0, 1]: the one scaling that training, batch prediction
+    and `digits serve` apply (float32 division, so every path gives the same bits)."""
+    return pixels.astype(np.float32) / 255.0
+
+
 def to_image_set(rows: pd.DataFrame) -> ImageSet:
     """Scale validated rows' 0-255 pixels to float32 [0, 1] images of shape (n, 28, 28, 1)."""
-    pixels = rows[PIXEL_COLUMNS].to_numpy(dtype=np.float32) / 255.0
-    images = pixels.reshape(-1, IMAGE_SIDE, IMAGE_SIDE, 1)
+    images = scale_pixels(rows[PIXEL_COLUMNS].to_numpy()).reshape(-1, IMAGE_SIDE, IMAGE_SIDE, 1)
     labels = rows[LABEL_COLUMN].to_numpy(dtype=np.int64) if LABEL_COLUMN in rows else None
     return ImageSet(images, labels, rows[SOURCE_ROW_COLUMN].to_numpy(dtype=np.int64))

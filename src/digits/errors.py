@@ -83,3 +83,11 @@ class SettingsError(DigitsError):
 
 class DockerRunError(DigitsError):
     """`digits run --runner docker` cannot start: no Docker daemon, or an image is not built."""
+
+
+class RegistryLookupError(DigitsError):
+    """A model URI names no registered model, version or alias that the registry holds."""
+
+
+class ServingError(DigitsError):
+    """`digits serve` or `digits deploy` cannot serve or deploy what it was asked to."""

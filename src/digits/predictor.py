@@ -26,8 +26,7 @@ def load_predictor(model_dir: Path, batch_size: int = 512) -> Predictor:
     if (model_dir / MODEL_FILENAME).is_file():
         import keras
 
-        model = keras.saving.load_model(model_dir / MODEL_FILENAME)
-        return lambda images: model.predict(images, batch_size=batch_size, verbose=0)
+        return keras_predictor(keras.saving.load_model(model_dir / MODEL_FILENAME), batch_size)
     if (model_dir / SKLEARN_MODEL_FILENAME).is_file():
         import joblib
 
@@ -37,6 +36,26 @@ def load_predictor(model_dir: Path, batch_size: int = 512) -> Predictor:
         f"{model_dir}: holds neither {MODEL_FILENAME} nor {SKLEARN_MODEL_FILENAME}; pass the "
         "Model artifact directory that train_model or train_baseline wrote."
     )
+
+
+def keras_predictor(model, batch_size: int = 512) -> Predictor:
+    """``model.predict`` without its per-call cost: no progress bar, data adapter or new graph.
+
+    ``predict_on_batch`` runs the model's predict function, compiled once (Keras relaxes the batch
+    dimension after a few sizes), on slices of ``batch_size`` images. It gives what
+    ``model.predict(images, batch_size=batch_size)`` gives (the same slices, the same function),
+    at ~2 ms instead of ~100 ms for one image on 2 CPU cores, so the batch step and `digits
+    serve` share this one code path.
+    """
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        slices = [
+            np.asarray(model.predict_on_batch(images[start : start + batch_size]))
+            for start in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(slices) if slices else np.zeros((0, len(CLASS_NAMES)), np.float32)
+
+    return predict
 
 
 def all_class_probabilities(classifier, images: np.ndarray) -> np.ndarray:
