@@ -4,10 +4,8 @@ from pathlib import Path
 
 from digits.artifacts import RAW_CSV_NAMES, SOURCE_INFO_FILENAME, SourceInfo
 from digits.errors import IngestError, NotACsvError, SourceNotFoundError
+from digits.sources import EXPECTED_FILE, RETRY_BUDGET_S, one_line, open_source, with_retries
 
-EXPECTED_FILE = (
-    "a comma-separated text file (optionally .gz or .zip) in Kaggle's Digit Recognizer format"
-)
 _CHUNK = 1 << 20
 _HEAD = 1 << 16  # bytes sniffed for the header line; Kaggle's is under 8 KB
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -15,39 +13,42 @@ _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 _DELIMITERS = {";": "`;`", "\t": "tab", "|": "`|`", " ": "space"}
 
 
-def ingest_csv(source_uri: str, output_path: Path) -> SourceInfo:
+def ingest_csv(
+    source_uri: str,
+    output_path: Path,
+    fingerprint: str = "",
+    retry_budget_s: float = RETRY_BUDGET_S,
+) -> SourceInfo:
     """Copy ``source_uri`` (a path or fsspec URL) into the directory ``output_path``.
 
     The source bytes are read once, streamed to disk in 1 MiB chunks while their sha256 is
-    taken (the dataset digest). Compression is recognized by content, not name: gzip is kept as
-    ``rows.csv.gz`` (pyarrow decompresses it by that suffix), a zip's single CSV is extracted to
-    ``rows.csv``. The first 64 KiB are then checked to be a comma-separated text file, so a
-    wrong file fails here with one line; rows and columns are checked by validate_data.
+    taken (the dataset digest); a remote read that fails transiently starts over, with backoff,
+    for up to ``retry_budget_s`` seconds. Compression is recognized by content, not name: gzip
+    is kept as ``rows.csv.gz`` (pyarrow decompresses it by that suffix), a zip's single CSV is
+    extracted to ``rows.csv``. The first 64 KiB are then checked to be a comma-separated text
+    file, so a wrong file fails here with one line; rows and columns are checked by
+    validate_data. ``fingerprint`` is what the pipeline's fingerprint step saw (it keys the
+    cache); a ``sha256:`` one must match the bytes read, or the file changed in between.
 
     Raises:
         SourceNotFoundError: the path or URL does not exist or cannot be reached.
         NotACsvError: the file is empty, binary, not comma-separated, or a zip without exactly
             one CSV.
-        IngestError: no filesystem driver for the URL's scheme.
+        IngestError: no filesystem driver for the URL's scheme, or the file changed between
+            the fingerprint and the read.
     """
-    import hashlib
     import os
 
     output_path.mkdir(parents=True, exist_ok=True)
     fetched = output_path / "source.part"
-    digest = hashlib.sha256()
-    size = 0
-    with _open_source(source_uri) as source, open(fetched, "wb") as copy:
-        try:
-            while chunk := source.read(_CHUNK):
-                digest.update(chunk)
-                copy.write(chunk)
-                size += len(chunk)
-        except OSError as error:
-            raise SourceNotFoundError(
-                f"{source_uri}: reading failed after {size} bytes ({_one_line(error)}); "
-                "check the connection and that the URL serves the whole file"
-            ) from error
+    sha256, size = with_retries(
+        source_uri, lambda: _copy_source(source_uri, fetched), retry_budget_s
+    )
+    if fingerprint.startswith("sha256:") and fingerprint != f"sha256:{sha256}":
+        raise IngestError(
+            f"{source_uri}: changed while the pipeline read it (fingerprint "
+            f"{fingerprint[7:19]}, read {sha256[:12]}); rerun once the file is written"
+        )
 
     with open(fetched, "rb") as handle:
         magic = handle.read(4)
@@ -63,36 +64,29 @@ def ingest_csv(source_uri: str, output_path: Path) -> SourceInfo:
         os.replace(fetched, rows)
     _check_text_csv(rows, source_uri)
 
-    info = SourceInfo(source_uri, digest.hexdigest(), size, compression)
+    info = SourceInfo(source_uri, sha256, size, compression, fingerprint)
     info.write(output_path / SOURCE_INFO_FILENAME)
     return info
 
 
-def _open_source(source_uri: str):
-    import fsspec
+def _copy_source(source_uri: str, target: Path) -> tuple[str, int]:
+    """(sha256, size) of the bytes copied from ``source_uri`` to ``target``, read once."""
+    import hashlib
 
-    try:
-        return fsspec.open(source_uri, "rb").open()
-    except FileNotFoundError as error:
-        # fsspec's HTTP filesystem reports a refused connection as FileNotFoundError too.
-        if isinstance(error.__cause__, OSError):
+    digest = hashlib.sha256()
+    size = 0
+    with open_source(source_uri) as source, open(target, "wb") as copy:
+        try:
+            while chunk := source.read(_CHUNK):
+                digest.update(chunk)
+                copy.write(chunk)
+                size += len(chunk)
+        except OSError as error:
             raise SourceNotFoundError(
-                f"{source_uri}: cannot be reached ({_one_line(error.__cause__)}); check the URL, "
-                "the network and that the server is up"
+                f"{source_uri}: reading failed after {size} bytes ({one_line(error)}); "
+                "check the connection and that the URL serves the whole file"
             ) from error
-        raise SourceNotFoundError(f"{source_uri}: file not found; check the path or URL") from error
-    except ImportError as error:
-        raise IngestError(
-            f"{source_uri}: no filesystem driver for this URL ({_one_line(error)}); "
-            "install the matching fsspec extra, e.g. pip install 'digits[cloud]'"
-        ) from error
-    except IsADirectoryError as error:
-        raise NotACsvError(f"{source_uri}: is a directory; expected {EXPECTED_FILE}") from error
-    except (OSError, ValueError) as error:  # aiohttp's connection errors are OSErrors
-        raise SourceNotFoundError(
-            f"{source_uri}: cannot be reached ({_one_line(error)}); check the URL, the network "
-            "and that the server is up"
-        ) from error
+    return digest.hexdigest(), size
 
 
 def _extract_single_csv(archive: Path, target: Path, source_uri: str) -> None:
@@ -116,7 +110,7 @@ def _extract_single_csv(archive: Path, target: Path, source_uri: str) -> None:
                 shutil.copyfileobj(inner, out, _CHUNK)
     except zipfile.BadZipFile as error:
         raise NotACsvError(
-            f"{source_uri}: a damaged zip ({_one_line(error)}); download it again"
+            f"{source_uri}: a damaged zip ({one_line(error)}); download it again"
         ) from error
 
 
@@ -130,7 +124,7 @@ def _check_text_csv(rows: Path, source_uri: str) -> None:
             head = handle.read(_HEAD)
     except (OSError, EOFError) as error:
         raise NotACsvError(
-            f"{source_uri}: a damaged gzip file ({_one_line(error)}); download it again"
+            f"{source_uri}: a damaged gzip file ({one_line(error)}); download it again"
         ) from error
     head = head.removeprefix(codecs.BOM_UTF8)
     if not head.strip():
@@ -161,23 +155,22 @@ def _check_text_csv(rows: Path, source_uri: str) -> None:
         )
 
 
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def component(image: str):
     """Build the KFP component that runs :func:`ingest_csv` in ``image``."""
     from kfp import dsl
     from kfp.dsl import Dataset, Output
 
     @dsl.component(base_image=image, install_kfp_package=False)
-    def ingest_csv(source_uri: str, dataset: Output[Dataset]):
-        """Fetch a Kaggle-format CSV (path or URL) once; record its sha256."""
+    def ingest_csv(source_uri: str, fingerprint: str, dataset: Output[Dataset]):
+        """Fetch a Kaggle-format CSV (path or URL) once; record its sha256.
+
+        ``fingerprint`` (the fingerprint step's output) makes the cache key follow the content.
+        """
         from dataclasses import asdict
         from pathlib import Path
 
         from digits.components.ingest_csv import ingest_csv as run
 
-        dataset.metadata.update(asdict(run(source_uri, Path(dataset.path))))
+        dataset.metadata.update(asdict(run(source_uri, Path(dataset.path), fingerprint)))
 
     return ingest_csv

@@ -34,6 +34,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
         batch_predict,
         collect_predictions,
         evaluate_model,
+        fingerprint_source,
         ingest_csv,
         normalize_and_split,
         plan_prediction_shards,
@@ -46,6 +47,7 @@ def build_pipeline(settings: ClusterSettings | None = None):
 
     settings = settings or ClusterSettings()
     image, train_image = settings.image, settings.train_image
+    fingerprint_source_op = fingerprint_source.component(image)
     ingest_csv_op = ingest_csv.component(image)
     validate_data_op = validate_data.component(image)
     normalize_and_split_op = normalize_and_split.component(image)
@@ -59,17 +61,20 @@ def build_pipeline(settings: ClusterSettings | None = None):
     collect_predictions_op = collect_predictions.component(image)
 
     def validated_rows(uri, name: str, require_label: bool, max_rejected_fraction):
-        """ingest_csv then validate_data for one CSV; the validate task's `valid` rows go on."""
-        raw = ingest_csv_op(source_uri=uri).set_display_name(f"ingest {name}")
+        """fingerprint, ingest_csv, validate_data for one CSV; the validate task's `valid` rows go
+        on. The fingerprint runs every time and keys ingest's cache, so a file overwritten at
+        the same URI is read again, and an unchanged one is reused with everything after it."""
+        fingerprint = fingerprint_source_op(source_uri=uri).set_display_name(f"fingerprint {name}")
+        fingerprint.set_caching_options(False)
+        raw = ingest_csv_op(source_uri=uri, fingerprint=fingerprint.output)
+        raw.set_display_name(f"ingest {name}").set_caching_options(True)
         checked = validate_data_op(
             dataset=raw.outputs["dataset"],
             source=uri,
             require_label=require_label,
             max_rejected_fraction=max_rejected_fraction,
         ).set_display_name(f"validate {name}")
-        # Same input and code give the same rows: reuse them across runs.
-        for task in (raw, checked):
-            task.set_caching_options(True)
+        checked.set_caching_options(True)  # same rows and settings give the same result
         return checked
 
     class PipelineOutputs(NamedTuple):
@@ -129,10 +134,13 @@ def build_pipeline(settings: ClusterSettings | None = None):
             checkpoint_dir=checkpoint_dir,
             pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         )
+        # Never from the cache: the key covers the image tag, not the code that resolves the
+        # recipe name, and a cached model would be registered again as a new version.
+        trained.set_caching_options(False)
         place_on_gpu_pool(trained, settings)
         evaluation = evaluate_model_op(
             model=trained.outputs["model"], validation=split.outputs["validation"]
-        )
+        ).set_caching_options(False)
 
         def register(trained_task, evaluate_task, register_version, name):
             """Log a trained model to MLflow (and register a version); safe to retry."""
@@ -188,10 +196,11 @@ def build_pipeline(settings: ClusterSettings | None = None):
         # every step that uses them is inside this block.
         with dsl.If(train_baseline == True, name="baseline"):  # noqa: E712 (a KFP condition)
             baseline = train_baseline_op(train=split.outputs["train"], seed=seed)
-            baseline.set_display_name("train baseline")
+            baseline.set_display_name("train baseline").set_caching_options(False)
             baseline_evaluation = evaluate_model_op(
                 model=baseline.outputs["model"], validation=split.outputs["validation"]
             ).set_display_name("evaluate baseline")
+            baseline_evaluation.set_caching_options(False)
             # A promotion candidate only when asked: then it registers a version and meets the
             # gate, beside the CNN's (each gate re-checks the champion before moving it).
             baseline_registration = register(baseline, baseline_evaluation, baseline_candidate, "")
@@ -202,7 +211,8 @@ def build_pipeline(settings: ClusterSettings | None = None):
                 )
 
         predict_rows = validated_rows(predict_data_uri, "test.csv", False, max_rejected_fraction)
-        shards = plan_prediction_shards_op(shard_count=predict_shards)
+        # A pure function of the shard count.
+        shards = plan_prediction_shards_op(shard_count=predict_shards).set_caching_options(True)
         with dsl.ParallelFor(shards.output) as shard_index:
             # Scores with the registry's champion (or predict_model_uri), after the gate.
             shard = batch_predict_op(

@@ -5,6 +5,7 @@ import hashlib
 import json
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from threading import Thread
 
 import pytest
@@ -27,6 +28,7 @@ def test_keeps_gzip_as_is_and_hashes_the_source_bytes(tmp_path, train_csv):
         "sha256": info.sha256,
         "size_bytes": info.size_bytes,
         "compression": "gzip",
+        "fingerprint": "",
     }
 
 
@@ -81,7 +83,75 @@ def test_unreachable_server_is_not_reported_as_a_missing_file(tmp_path):
     with ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler) as closed:
         port = closed.server_port
     with pytest.raises(SourceNotFoundError, match=r"cannot be reached \(.*\); check the URL"):
-        ingest_csv.ingest_csv(f"http://127.0.0.1:{port}/train.csv", tmp_path / "dataset")
+        ingest_csv.ingest_csv(
+            f"http://127.0.0.1:{port}/train.csv", tmp_path / "dataset", retry_budget_s=1
+        )
+
+
+class FlakyServer(ThreadingHTTPServer):
+    """Serves a folder, but answers the first ``failures`` requests 503 (as a restarting proxy)."""
+
+    def __init__(self, directory: Path, failures: int):
+        self.failures, self.requests = failures, []
+        server = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, directory=str(directory), **kwargs)
+
+            def log_message(self, *args):
+                pass
+
+            def _flaky(self) -> bool:
+                server.requests.append(self.command)
+                if len(server.requests) <= server.failures:
+                    self.send_error(503, "Service Unavailable")
+                    return True
+                return False
+
+            def do_GET(self):
+                if not self._flaky():
+                    super().do_GET()
+
+            def do_HEAD(self):
+                if not self._flaky():
+                    super().do_HEAD()
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    def __enter__(self):
+        Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+        self.server_close()
+
+
+def test_transient_server_failures_are_retried_with_backoff(tmp_path, train_csv):
+    with FlakyServer(train_csv.parent, failures=3) as server:
+        url = f"http://127.0.0.1:{server.server_port}/{train_csv.name}"
+        info = ingest_csv.ingest_csv(url, tmp_path / "dataset", retry_budget_s=60)
+    assert server.requests[:3] == ["HEAD", "HEAD", "HEAD"] or len(server.requests) > 3
+    assert info.sha256 == hashlib.sha256(train_csv.read_bytes()).hexdigest()
+
+
+def test_a_server_that_stays_down_fails_with_one_line_naming_the_url(tmp_path, train_csv):
+    with FlakyServer(train_csv.parent, failures=10**6) as server:
+        url = f"http://127.0.0.1:{server.server_port}/{train_csv.name}"
+        with pytest.raises(SourceNotFoundError) as raised:
+            ingest_csv.ingest_csv(url, tmp_path / "dataset", retry_budget_s=2)
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith(url)
+    assert "503" in message and "tried" in message and len(server.requests) >= 2
+
+
+def test_a_file_changed_after_its_fingerprint_is_refused(tmp_path, test_csv):
+    from digits.errors import IngestError
+
+    stale = "sha256:" + hashlib.sha256(b"the bytes seen earlier").hexdigest()
+    with pytest.raises(IngestError, match="changed while the pipeline read it"):
+        ingest_csv.ingest_csv(str(test_csv), tmp_path / "dataset", fingerprint=stale)
 
 
 @pytest.mark.parametrize(
@@ -116,8 +186,12 @@ def test_a_multibyte_character_cut_at_the_sniffed_boundary_is_text(tmp_path):
 def test_wrapper_records_the_digest_in_the_artifact_metadata(tmp_path, test_csv):
     dataset = Dataset(name="dataset", uri=str(tmp_path / "dataset"))
 
-    ingest_csv.component("digits:test").python_func(source_uri=str(test_csv), dataset=dataset)
+    digest = hashlib.sha256(test_csv.read_bytes()).hexdigest()
+    ingest_csv.component("digits:test").python_func(
+        source_uri=str(test_csv), fingerprint=f"sha256:{digest}", dataset=dataset
+    )
 
-    assert dataset.metadata["sha256"] == hashlib.sha256(test_csv.read_bytes()).hexdigest()
+    assert dataset.metadata["sha256"] == digest
+    assert dataset.metadata["fingerprint"] == f"sha256:{digest}"
     assert dataset.metadata["source_uri"] == str(test_csv)
     assert (tmp_path / "dataset" / "rows.csv").exists()

@@ -16,6 +16,7 @@ from digits.components import (
     batch_predict,
     collect_predictions,
     evaluate_model,
+    fingerprint_source,
     ingest_csv,
     normalize_and_split,
     plan_prediction_shards,
@@ -31,6 +32,7 @@ from digits.pipelines.digits_pipeline import ClusterSettings, GpuToleration, com
 from digits.pipelines.placement import MLFLOW_CREDENTIAL_KEYS, Resources
 
 STEPS = [
+    fingerprint_source,
     ingest_csv,
     validate_data,
     normalize_and_split,
@@ -44,14 +46,16 @@ STEPS = [
     collect_predictions,
 ]
 EXPECTED_DEPENDENCIES = {
-    "ingest-csv": set(),
+    "fingerprint-source": set(),
+    "ingest-csv": {"fingerprint-source"},
     "validate-data": {"ingest-csv"},
     "normalize-and-split": {"validate-data"},
     "train-model": {"normalize-and-split"},
     "evaluate-model": {"train-model", "normalize-and-split"},
     "register-model": {"train-model", "evaluate-model", "normalize-and-split", "validate-data"},
     "promote-model": {"evaluate-model", "normalize-and-split", "register-model"},
-    "ingest-csv-2": set(),
+    "fingerprint-source-2": set(),
+    "ingest-csv-2": {"fingerprint-source-2"},
     "validate-data-2": {"ingest-csv-2"},
     "plan-prediction-shards": set(),
     # Predicts after the gate, with whatever the registry's champion then is.
@@ -231,9 +235,29 @@ def test_wrapper_bodies_are_self_contained(tmp_path, step):
 
 # Step function -> expected setting. Steps not named here get the defaults below.
 GPU_STEPS = {"train_model"}
-CACHED_STEPS = {"ingest_csv", "validate_data", "normalize_and_split"}  # deterministic data steps
-# Write to MLflow, or read the registry's champion, which changes between runs.
-UNCACHED_STEPS = {"register_model", "promote_model", "batch_predict", "collect_predictions"}
+# Caching, chosen for every task (README, "Caching by content"): the data steps are reused when
+# the content fingerprint (never cached itself) is unchanged; training and everything that
+# writes to MLflow or reads the registry runs every time.
+TASK_CACHING = {
+    "fingerprint-source": False,
+    "fingerprint-source-2": False,
+    "ingest-csv": True,
+    "ingest-csv-2": True,
+    "validate-data": True,
+    "validate-data-2": True,
+    "normalize-and-split": True,
+    "plan-prediction-shards": True,
+    "train-model": False,
+    "evaluate-model": False,
+    "train-baseline": False,
+    "evaluate-model-2": False,
+    "register-model": False,
+    "register-model-2": False,
+    "promote-model": False,
+    "promote-model-2": False,
+    "batch-predict": False,
+    "collect-predictions": False,
+}
 RETRIES = {"train_model": 3, "register_model": 3, "promote_model": 3}
 
 
@@ -322,14 +346,15 @@ def test_caching_and_retries_task_by_task(compiled):
     seen = set()
     for name, step, task, _, _ in _container_tasks(spec, platform):
         seen.add(step)
-        caching = task.get("cachingOptions", {}).get("enableCache")
-        if step in CACHED_STEPS:
-            assert caching is True, name
-        if step in UNCACHED_STEPS:
-            assert caching is not True, name
+        # The IR leaves enableCache out when false; absent cachingOptions would mean KFP's default
+        # (cached), so every task must carry the key's container.
+        assert "cachingOptions" in task, f"{name}: caching left to KFP's default"
+        caching = task["cachingOptions"].get("enableCache", False)
+        assert caching is TASK_CACHING[name], name
         retries = task.get("retryPolicy", {}).get("maxRetryCount")
         assert retries == RETRIES.get(step), name
-    assert seen >= CACHED_STEPS | UNCACHED_STEPS | GPU_STEPS
+    assert seen >= GPU_STEPS
+    assert {name for name, *_ in _container_tasks(spec, platform)} == set(TASK_CACHING)
 
 
 def test_sizes_user_and_secret_name_come_from_cluster_settings(tmp_path):

@@ -13,10 +13,10 @@ from kfp.dsl import Artifact, Dataset, Markdown
 from mlflow import MlflowClient
 
 from digits.components import promote_model
-from digits.promotion import CHALLENGER, CHAMPION, decide
 from digits.data import ImageSet
 from digits.evaluation import evaluate_probabilities
 from digits.predictor import all_class_probabilities
+from digits.promotion import CHALLENGER, CHAMPION, decide
 
 
 @pytest.fixture(scope="module")

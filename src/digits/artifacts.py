@@ -62,6 +62,8 @@ class SourceInfo:
     sha256: str
     size_bytes: int
     compression: str  # "none", "gzip" or "zip"
+    # What the fingerprint step saw (it keys the pipeline's cache); "" when run without it.
+    fingerprint: str = ""
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))

@@ -61,6 +61,9 @@ class LocalRunSettings:
     train_baseline: bool = True  # the scikit-learn baseline beside the CNN, its own MLflow run
     baseline_candidate: bool = False  # let the baseline meet the promotion gate too
     verbose: bool = False  # stream every task's output instead of the step report
+    # kfp.local's task cache under output_dir, keyed as a cluster keys it: the data steps of a
+    # rerun on unchanged files are reused; changed content behind the same path is read again.
+    cache: bool = True
     docker: DockerSettings | None = None  # None: every task runs in this Python environment
 
 
@@ -136,13 +139,23 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
             settings.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             local_paths.append(str(settings.checkpoint_dir))
         runner, cluster = docker_runner(settings.docker, local_paths)
-    local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
+    local.init(
+        runner=runner,
+        pipeline_root=str(pipeline_root),
+        raise_on_error=True,
+        enable_caching=settings.cache,
+        cache_root=str(settings.output_dir.resolve() / "kfp_cache"),
+    )
     # kfp.local prints every task's output and its own log lines to sys.stdout: the router
     # files them by task and drives the step report.
     router = TaskLogRouter(
         logs_dir, StepReporter(console), echo=sys.stdout if settings.verbose else None
     )
-    with warnings.catch_warnings(), contextlib.redirect_stdout(router):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(router),
+        _cache_hits_to(router),
+    ):
         # kfp.local ignores images, resources, GPU placement and display names by design; its
         # per-task warnings about them would bury the task logs.
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
@@ -219,6 +232,28 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
         logs_dir=str(logs_dir),
         seconds=round(time.perf_counter() - started, 1),
     )
+
+
+@contextlib.contextmanager
+def _cache_hits_to(stream):
+    """Forward kfp.local's cache-hit lines (root logger, INFO) to ``stream``."""
+    import logging
+
+    class CacheHits(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            message = record.getMessage()
+            if "cache hit" in message:
+                stream.write(message + "\n")
+
+    root, handler = logging.getLogger(), CacheHits(logging.INFO)
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO) if level else logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
 
 
 def docker_runner(settings: DockerSettings, paths: list[str]):

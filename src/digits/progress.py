@@ -21,6 +21,9 @@ _STARTED = re.compile(r"Executing task '(?P<task>[^']+)'")
 _FINISHED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
 _OUTPUTS = re.compile(r"Task '(?P<task>[^']+)' outputs:")
 _NO_OUTPUTS = re.compile(r"Task '(?P<task>[^']+)' has no outputs")
+# kfp.local logs a cache hit through the root logger; digits.local_run forwards that line here.
+_CACHE_HIT = re.compile(r"Task '?(?P<task>[\w-]+)'? cache hit")
+CACHED = "CACHED"
 _RETRYING = re.compile(
     r"Task (?P<task>\S+) failed \(attempt (?P<attempt>\d+/\d+)\)\. Retrying in (?P<delay>[\d.]+)s"
 )
@@ -113,6 +116,12 @@ class TaskLogRouter(io.TextIOBase):
             self._output_line(line)
         if finished := _FINISHED.search(line):
             self._finish(finished["task"], finished["status"])
+        elif cached := _CACHE_HIT.search(line):
+            self._end_outputs()
+            task = cached["task"]
+            record = TaskRecord(task, self.log_dir / f"{task}.log", status=CACHED)
+            self.tasks.setdefault(task, record)
+            self.reporter.finished(record)
         elif retrying := _RETRYING.search(line):
             self.reporter.retrying(retrying["task"], retrying["attempt"], retrying["delay"])
         elif outputs := _OUTPUTS.search(line):
@@ -336,6 +345,9 @@ STEP_LABELS: dict[str, StepLabel] = {
     "register-model": StepLabel("register", _describe_register),
     "promote-model": StepLabel("promote", _describe_promote),
     "plan-prediction-shards": StepLabel("plan shards", lambda r: ""),
+    "fingerprint-source": StepLabel(
+        "fingerprint", lambda r: str(r.parameters.get("Output", ""))[:40]
+    ),
     "batch-predict": StepLabel("predict", _describe_predict),
     "collect-predictions": StepLabel("collect", _describe_collect),
 }
@@ -397,6 +409,12 @@ class StepReporter:
             self._progress.stop()
             self._bar = None
         label = step_label(record.name)
+        if record.status == CACHED:
+            self.console.print(
+                f"[green]↺[/] {label.title:<13} reused from the cache (same content and settings)",
+                highlight=False,
+            )
+            return
         ok = record.status == "SUCCESS"
         detail = label.describe(record) if ok else "failed"
         mark = "[green]✓[/]" if ok else "[red]✗[/]"
