@@ -109,3 +109,28 @@ def test_ui_serves_the_local_store_that_digits_run_writes(tmp_path):
     finally:
         ui.terminate()
         ui.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (
+            ["--predict-labels", "{tmp}/labels.csv"],
+            "--predict-labels {tmp}/labels.csv does not exist",
+        ),
+        (["--data", "{tmp}/nope.csv"], "--data {tmp}/nope.csv does not exist"),
+        (["--predict-data", "{tmp}"], "--predict-data {tmp} is a folder"),
+        (["--checkpoint-dir", "{tmp}/file"], "--checkpoint-dir {tmp}/file is a file"),
+        (["--recipe", "quick"], "unknown training recipe 'quick'"),
+        (["--gpus", "2"], "need --runner docker"),
+    ],
+)
+def test_run_checks_its_inputs_before_anything_starts(tmp_path, options, expected):
+    (tmp_path / "file").write_text("")
+    args = [option.format(tmp=tmp_path) for option in options]
+    result = runner.invoke(app, ["run", "--output-dir", str(tmp_path / "out"), *args])
+
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("digits run: ") and expected.format(tmp=tmp_path) in line
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()

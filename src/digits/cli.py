@@ -78,6 +78,13 @@ def run(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Stream every task's full output.")
     ] = False,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            help="Reuse the data steps of an earlier run on unchanged files (kfp.local's cache, "
+            "keyed by content as on a cluster)."
+        ),
+    ] = True,
     runner: Annotated[
         Runner, typer.Option(help="subprocess: this environment; docker: the built images.")
     ] = Runner.subprocess,
@@ -101,11 +108,12 @@ def run(
     try:  # fail before the pipeline starts, not in its train task
         resolve_recipe(recipe, epochs=epochs, batch_size=batch_size, seed=seed)
     except RecipeError as error:
-        raise typer.BadParameter(str(error), param_hint="--recipe") from None
+        _refuse("run", f"--recipe: {error}")
     if runner is Runner.subprocess and (image or train_image or gpus):
-        raise typer.BadParameter("--image, --train-image and --gpus need --runner docker")
+        _refuse("run", "--image, --train-image and --gpus need --runner docker")
     if gpus is not None and gpus != "all" and not (gpus.isdigit() and int(gpus) > 0):
-        raise typer.BadParameter(f"--gpus {gpus!r}: expected 'all' or a positive count")
+        _refuse("run", f"--gpus {gpus!r}: expected 'all' or a positive count")
+    _check_local_inputs(data, predict_data, predict_labels, checkpoint_dir, output_dir)
     defaults = LocalRunSettings()
     own_test_data = predict_data is not None
     settings = replace(
@@ -132,6 +140,7 @@ def run(
         train_baseline=baseline,
         baseline_candidate=baseline_candidate,
         verbose=verbose,
+        cache=cache,
         docker=DockerSettings(image=image, train_image=train_image, gpus=gpus)
         if runner is Runner.docker
         else None,
@@ -173,6 +182,32 @@ def run(
     typer.echo("\ndigits: local pipeline run finished")
     for name, value in rows:
         typer.echo(f"  {name:<20} {value}")
+
+
+def _check_local_inputs(data, predict_data, predict_labels, checkpoint_dir, output_dir) -> None:
+    """Refuse, before anything runs, a local file that is missing or a folder in its place."""
+    from digits.sources import is_remote
+
+    for option, value in (
+        ("--data", data),
+        ("--predict-data", predict_data),
+        ("--predict-labels", predict_labels),
+    ):
+        if value is None or is_remote(value):
+            continue
+        path = Path(value.removeprefix("file://"))
+        if not path.is_file():
+            problem = "is a folder" if path.is_dir() else "does not exist"
+            _refuse("run", f"{option} {value} {problem}; pass a CSV file (path or URL)")
+    for option, folder in (("--checkpoint-dir", checkpoint_dir), ("--output-dir", output_dir)):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            _refuse("run", f"{option} {folder} is a file; pass a folder (created when missing)")
+
+
+def _refuse(command: str, message: str) -> None:
+    """A bad option: one line on stderr, exit 2 (as click's usage errors), nothing started."""
+    typer.echo(f"digits {command}: {message}", err=True)
+    raise typer.Exit(2)
 
 
 @app.command()
