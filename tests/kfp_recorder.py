@@ -44,6 +44,7 @@ class FakeKfp:
     requests: list[Recorded] = field(default_factory=list)
     run_states: list[str] = field(default_factory=lambda: ["PENDING"])
     refuse_with: int | None = None  # answer every request with this HTTP status
+    list_versions_without_spec: bool = False  # version lists leave the IR out (GET has it)
     experiments: dict[str, dict] = field(default_factory=dict)
     runs: dict[str, dict] = field(default_factory=dict)
     pipelines: dict[str, dict] = field(default_factory=dict)
@@ -237,7 +238,9 @@ def _handler(kfp: FakeKfp):
                 match := re.fullmatch(rf"{API}/pipelines/([^/]+)/versions", path)
             ):
                 found = [
-                    v
+                    {k: x for k, x in v.items() if k != "pipeline_spec"}
+                    if kfp.list_versions_without_spec
+                    else v
                     for v in kfp.versions.values()
                     if v["pipeline_id"] == match[1] and _matches(v, one.get("filter"))
                 ]

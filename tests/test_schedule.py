@@ -296,6 +296,21 @@ def test_catchup_and_an_existing_version_by_name(kfp_server, package):
     assert created.body["pipeline_version_reference"]["pipeline_version_id"] == "version-1"
 
 
+def test_a_named_version_from_another_package_is_used_as_it_is(kfp_server, package, tmp_path):
+    older = tmp_path / "pipeline.yaml"
+    older.write_bytes(package.read_bytes() + b"# an older build\n")
+    _ok(_digits(kfp_server, "upload", "--package", str(older), "--version", "v1"))
+
+    out = _ok(_schedule(kfp_server, package, "--cron", "0 0 3 * * *", "--version", "v1"))
+
+    assert len(kfp_server.calls("POST", f"{API}/pipelines/upload_version")) == 1
+    assert (
+        "(v1, already uploaded from another package than this checkout's: that one is used)" in out
+    )
+    (created,) = kfp_server.calls("POST", f"{API}/recurringruns")
+    assert created.body["pipeline_version_reference"]["pipeline_version_id"] == "version-1"
+
+
 def test_a_schedule_of_the_same_name_is_replaced_new_first_then_old_disabled(kfp_server, package):
     _ok(_schedule(kfp_server, package, "--cron", "0 0 3 * * *"))
 
@@ -409,6 +424,17 @@ def test_submit_version_checks_parameters_against_the_versions_own_ir(kfp_server
     result = _digits(kfp_server, "submit", "--version", "v1", *REQUIRED, "--param", "epochs=x")
 
     assert "--param epochs=x: epochs takes an integer" in _one_error_line(result)
+    assert not kfp_server.calls("POST", f"{API}/runs")
+
+
+def test_a_version_listed_without_its_ir_is_read_whole_to_check_parameters(kfp_server, package):
+    _ok(_digits(kfp_server, "upload", "--package", str(package), "--version", "v1"))
+    kfp_server.list_versions_without_spec = True
+
+    result = _digits(kfp_server, "submit", "--version", "v1", *REQUIRED, "--param", "epoch=2")
+
+    assert "unknown pipeline parameter(s) epoch" in _one_error_line(result)
+    assert kfp_server.calls("GET", f"{API}/pipelines/pipeline-1/versions/version-1")
     assert not kfp_server.calls("POST", f"{API}/runs")
 
 

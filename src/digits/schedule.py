@@ -259,9 +259,16 @@ def package_digest(package: Path) -> str:
 # --- Pipelines and versions ---------------------------------------------------------------------
 
 
+# What happened to the version, as `lines()` says it.
+UPLOADED = "uploaded"
+SAME_PACKAGE = "already uploaded, same package: nothing sent"
+NOT_COMPARED = "already uploaded: nothing sent"
+OTHER_PACKAGE = "already uploaded from another package than this checkout's: that one is used"
+
+
 @dataclass(frozen=True)
 class PipelineVersion:
-    """One uploaded version of a pipeline, and whether this call created it."""
+    """One uploaded version of a pipeline, and what this call did about it."""
 
     host: str
     pipeline_id: str
@@ -270,7 +277,7 @@ class PipelineVersion:
     version_name: str
     parameters: Mapping[str, dict] | None  # from the version's own IR, when the server sent it
     created_pipeline: bool = False
-    created_version: bool = False
+    status: str = NOT_COMPARED
 
     @property
     def url(self) -> str:
@@ -278,9 +285,7 @@ class PipelineVersion:
 
     def lines(self) -> list[str]:
         pipeline_state = "created" if self.created_pipeline else "found"
-        version_state = (
-            "uploaded" if self.created_version else "already uploaded, same package: nothing sent"
-        )
+        version_state = self.status
         return [
             f"pipeline id  {self.pipeline_id}  ({self.pipeline_name}, {pipeline_state})",
             f"version id   {self.version_id}  ({self.version_name}, {version_state})",
@@ -292,6 +297,9 @@ def upload(
     target: KfpTarget, package: Path, pipeline_name: str, version_name: str
 ) -> PipelineVersion:
     """Create the pipeline when absent, then upload ``package`` as ``version_name`` unless there.
+
+    A version of that name already there with the same package sha256 (in its description) is
+    left as it is, and nothing is sent.
 
     Raises:
         ScheduleError: the name is taken by a different package, or the API refused.
@@ -307,20 +315,29 @@ def _ensure_version(
     pipeline_name: str,
     version_name: str,
     before_upload: Callable[[], None] = lambda: None,
+    strict: bool = True,
 ) -> PipelineVersion:
+    """The version, uploaded from ``package`` when absent.
+
+    ``strict``: a version of that name from another package is an error (it would be taken for
+    this checkout's); otherwise it is used as it is (a version the user named).
+    """
     digest = package_digest(package)
     pipeline = _find_pipeline(client, target, pipeline_name)
     if pipeline is not None:
         version = _find_version(client, target, pipeline.pipeline_id, version_name)
         if version is not None:
             theirs = _DIGEST.search(version.description or "")
+            status = NOT_COMPARED if not theirs else SAME_PACKAGE
             if theirs and theirs[1] != digest:
-                raise ScheduleError(
-                    f"version {version_name} of {pipeline_name} already exists with another "
-                    f"package (sha256 {theirs[1][:12]} there, {digest[:12]} here); "
-                    "commit your changes or pass --version NEW-NAME"
-                )
-            return _version(target, pipeline_name, version)
+                if strict:
+                    raise ScheduleError(
+                        f"version {version_name} of {pipeline_name} already exists with another "
+                        f"package (sha256 {theirs[1][:12]} there, {digest[:12]} here); "
+                        "commit your changes or pass --version NEW-NAME"
+                    )
+                status = OTHER_PACKAGE
+            return _version(client, target, pipeline_name, version, status)
     before_upload()
     created_pipeline = pipeline is None
     if pipeline is None:
@@ -354,7 +371,7 @@ def _ensure_version(
         version_name=version_name,
         parameters=pipeline_parameters(package),
         created_pipeline=created_pipeline,
-        created_version=True,
+        status=UPLOADED,
     )
 
 
@@ -378,17 +395,26 @@ def find_version(
             f"pipeline {pipeline_name} has no version {version_name}; upload it with "
             f"`digits upload --version {version_name}`"
         )
-    return _version(target, pipeline_name, version)
+    return _version(client, target, pipeline_name, version)
 
 
-def _version(target: KfpTarget, pipeline_name: str, version) -> PipelineVersion:
+def _version(
+    client, target: KfpTarget, pipeline_name: str, version, status: str = NOT_COMPARED
+) -> PipelineVersion:
+    spec = version.pipeline_spec
+    if not spec:  # a list answer without the IR: ask for the version itself
+        spec = _api(
+            target,
+            lambda: client.get_pipeline_version(version.pipeline_id, version.pipeline_version_id),
+        ).pipeline_spec
     return PipelineVersion(
         host=target.host,
         pipeline_id=version.pipeline_id,
         pipeline_name=pipeline_name,
         version_id=version.pipeline_version_id,
         version_name=version.display_name or version.name,
-        parameters=spec_parameters(version.pipeline_spec),
+        parameters=spec_parameters(spec),
+        status=status,
     )
 
 
@@ -460,7 +486,12 @@ def run_version(request: SubmitRequest, pipeline_name: str, version_name: str) -
     target = KfpTarget(request.host, request.token, request.namespace)
     client = connect(target)
     version = find_version(target, pipeline_name, version_name, client)
-    arguments = typed_arguments(request.params, version.parameters or {})
+    if version.parameters is None:
+        raise ScheduleError(
+            f"{target.host} sent no pipeline spec for version {version_name} of {pipeline_name}, "
+            "so its parameters cannot be checked; submit a package instead"
+        )
+    arguments = typed_arguments(request.params, version.parameters)
     experiment = _api(
         target, lambda: client.create_experiment(request.experiment, namespace=target.namespace)
     )
@@ -498,6 +529,7 @@ class Schedule:
     max_concurrency: int | None
     no_catchup: bool
     created_at: datetime | None
+    service_account: str | None = None
     version_name: str | None = None
 
     @classmethod
@@ -520,6 +552,7 @@ class Schedule:
             max_concurrency=int(run.max_concurrency) if run.max_concurrency else None,
             no_catchup=bool(run.no_catchup),
             created_at=run.created_at,
+            service_account=run.service_account or None,
         )
 
     def next_run(self, tz: tzinfo = UTC, now: datetime | None = None) -> str:
@@ -597,6 +630,7 @@ def schedule(request: ScheduleRequest) -> ScheduleResult:
         request.pipeline_name,
         version_name,
         before_upload=lambda: typed_arguments(request.params, local_parameters),
+        strict=request.version_name is None,
     )
     arguments = typed_arguments(request.params, version.parameters or local_parameters)
     experiment = _api(
@@ -646,6 +680,8 @@ def _same(old: Schedule, request: ScheduleRequest, version: PipelineVersion, arg
         and dict(old.parameters) == arguments
         and old.max_concurrency == request.max_concurrency
         and old.no_catchup == request.no_catchup
+        # KFP fills in its default service account when none is given.
+        and request.service_account in (None, old.service_account)
     )
 
 
