@@ -49,14 +49,20 @@ def train_model(
     scores held-out data there, outside the recorded epoch time).
 
     Raises:
-        CheckpointError: the checkpoint is unreadable or was written by another recipe.
+        CheckpointError: the checkpoint is unreadable, or was written for other data or
+            another recipe.
     """
     import tempfile
 
     import keras
 
-    from digits.checkpoint import CheckpointStore, TrainingState
-    from digits.errors import CheckpointError
+    from digits.checkpoint import (
+        CheckpointStore,
+        TrainingState,
+        check_belongs,
+        data_digest,
+        recipe_digest,
+    )
     from digits.fitting import (
         EpochRecorder,
         TrainingBatches,
@@ -69,18 +75,18 @@ def train_model(
     keras.utils.set_random_seed(config.seed)
     store = CheckpointStore(checkpoint_uri) if checkpoint_uri else None
     state = TrainingState(
-        recipe=recipe, config=asdict(config), epochs_done=0, started_at_ms=_now_ms()
+        recipe=recipe,
+        config=asdict(config),
+        epochs_done=0,
+        started_at_ms=_now_ms(),
+        data_digest=data_digest(train_path, validation_path) if store else "",
+        recipe_digest=recipe_digest(asdict(config)),
     )
     with tempfile.TemporaryDirectory() as work_dir:
         restored = store.latest(Path(work_dir)) if store else None
         if restored:
+            check_belongs(restored[0], checkpoint_uri, state.data_digest, state.recipe_digest)
             state, model_path = restored
-            if state.config != asdict(config):
-                raise CheckpointError(
-                    f"{checkpoint_uri}: checkpoint of recipe {state.recipe!r} with other "
-                    "settings; resume with the same recipe and overrides, or use a new "
-                    "checkpoint location"
-                )
             model = keras.saving.load_model(model_path)
             restore_seed_states(model, state.seed_states)
             print(f"resuming after epoch {state.epochs_done} from {checkpoint_uri}", flush=True)

@@ -109,15 +109,40 @@ def test_interrupted_then_resumed_fit_matches_an_uninterrupted_one(tmp_path, spl
         assert _without_timing(resumed) == _without_timing(uninterrupted)
 
 
-def test_checkpoint_of_other_settings_is_refused(tmp_path, split_sets):
-    from digits.checkpoint import CheckpointStore, TrainingState
+def _foreign_checkpoint(folder, config, data: str):
+    from digits.checkpoint import CheckpointStore, TrainingState, recipe_digest
     from digits.model import build_model
 
+    settings = asdict(config)
+    state = TrainingState(
+        "fast", settings, 1, 0, data_digest=data, recipe_digest=recipe_digest(settings)
+    )
+    CheckpointStore(str(folder)).save(state, build_model(config))
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path, split_sets):
+    from digits.checkpoint import data_digest
+
     other = resolve_recipe("fast", epochs=5, batch_size=32, seed=3)
-    state = TrainingState("fast", asdict(other), epochs_done=1, started_at_ms=0)
-    CheckpointStore(str(tmp_path / "ck")).save(state, build_model(other))
-    with pytest.raises(CheckpointError, match="resume with the same recipe"):
+    _foreign_checkpoint(tmp_path / "ck", other, data_digest(*split_sets))
+    with pytest.raises(CheckpointError, match="resume only with the same split and settings"):
         _short_fit(split_sets, tmp_path / "work", str(tmp_path / "ck"))
+
+
+def test_checkpoint_of_other_data_is_refused_naming_both_digests(tmp_path, split_sets):
+    from digits.checkpoint import data_digest, recipe_digest
+
+    same_recipe = resolve_recipe("fast", epochs=3, batch_size=32, seed=3)
+    _foreign_checkpoint(tmp_path / "ck", same_recipe, "0123456789abcdef")
+    with pytest.raises(CheckpointError) as refused:
+        _short_fit(split_sets, tmp_path / "work", str(tmp_path / "ck"))
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "trained on data 0123456789abcdef" in message
+    assert f"this run has data {data_digest(*split_sets)}" in message
+    assert f"recipe {recipe_digest(asdict(same_recipe))}" in message
+    # Never silently deleted.
+    assert (tmp_path / "ck" / "latest.json").exists()
 
 
 def test_mixed_precision_trains_in_its_policy_and_saves_a_float32_model(tmp_path, split_sets):

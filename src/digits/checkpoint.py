@@ -55,6 +55,44 @@ class TrainingState:
     plateau: dict[str, float] = field(default_factory=dict)
     # States of the model's random layers (dropout, Keras augmentation): model.save omits them.
     seed_states: list[list[int]] = field(default_factory=list)
+    # What the checkpoint was trained on and with: a resume must match both.
+    data_digest: str = ""
+    recipe_digest: str = ""
+
+
+def data_digest(*paths: Path) -> str:
+    """sha256 over the bytes of the split files, in order (first 16 hex digits)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def recipe_digest(config: dict[str, Any]) -> str:
+    """sha256 of the resolved recipe's settings (first 16 hex digits)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_belongs(state: TrainingState, uri: str, data: str, recipe: str) -> None:
+    """Refuse a checkpoint written for other data or another recipe; never reuse or delete it.
+
+    Raises:
+        CheckpointError: naming both digests and the fix.
+    """
+    if (state.data_digest, state.recipe_digest) == (data, recipe):
+        return
+    raise CheckpointError(
+        f"{uri}: the checkpoint was trained on data {state.data_digest or 'unrecorded'} with "
+        f"recipe {state.recipe_digest or 'unrecorded'} ({state.recipe!r}), this run has data "
+        f"{data} and recipe {recipe}; resume only with the same split and settings, or pass "
+        "another checkpoint location (the old one is left as it is)"
+    )
 
 
 class CheckpointStore:
