@@ -33,11 +33,12 @@ CHUNK_ROWS = 16_384
 # Tags set on the pipeline run's MLflow run, saying which model scored the rows.
 PREDICTED_WITH_TAG = "predicted_with"
 PREDICTED_MODEL_URI_TAG = "predicted_model_uri"
-# How MLflow reports the failed files of a model download (mlflow 3.17 ArtifactRepository).
+# How MLflow 3.17 reports the files of a model download that failed (ArtifactRepository).
 _DOWNLOAD_FAILED = "The following failures occurred while downloading"
-_FAILURE_LINE = re.compile(r"^(?!#)\S.*$", re.MULTILINE)
-_HTTP_STATUS = re.compile(r"\b([1-5][0-9][0-9]) (?:Client|Server) Error\b")
-_BROKEN_CONNECTION = re.compile(r"ConnectionError|Connection (?:refused|reset|aborted)|timed out")
+_FAILED_FILE = re.compile(r"^##### File .* #####$", re.MULTILINE)
+_HTTP_STATUS = re.compile(
+    r"too many (\d{3}) error responses|error code (\d{3})|\b(\d{3}) (?:Client|Server) Error"
+)
 
 T = TypeVar("T")
 
@@ -145,7 +146,7 @@ def overlapping_row_groups(
     """The row groups that hold any of rows ``[start, end)``, and the file row the first begins."""
     groups, first_row, offset = [], start, 0
     for index, count in enumerate(group_rows):
-        if offset < end and offset + count > start:
+        if start < end and offset < end and offset + count > start:
             if not groups:
                 first_row = offset
             groups.append(index)
@@ -337,26 +338,31 @@ def _transient_download(load: Callable[[], T]) -> T:
 
     MLflow downloads a model's files in parallel and gathers their failures into one
     MlflowException raised on this side, which ``is_transient`` rightly does not retry. When
-    every gathered failure is an answer of 5xx, 408 or 429, or a broken connection, it is raised
-    again as a ConnectionError, which it retries.
+    every file failed with an answer of 5xx, 408 or 429, or a broken connection, it is raised
+    again as a ConnectionError, which ``is_transient`` retries.
     """
     from mlflow.exceptions import MlflowException
 
     try:
         return load()
     except MlflowException as error:
-        if _DOWNLOAD_FAILED in error.message and _transient_failures(error.message):
-            first_line = error.message.strip().splitlines()[0]
-            failures = "; ".join(_FAILURE_LINE.findall(error.message))[:300]
-            raise ConnectionError(f"{first_line} {failures}") from error
-        raise
+        failures = _FAILED_FILE.split(error.message)[1:]
+        if _DOWNLOAD_FAILED not in error.message or not failures:
+            raise
+        if not all(_transient_failure(failure) for failure in failures):
+            raise
+        first_line = error.message.strip().splitlines()[0]
+        raise ConnectionError(f"{first_line} {failures[0].strip()}") from error
 
 
-def _transient_failures(message: str) -> bool:
-    statuses = [int(code) for code in _HTTP_STATUS.findall(message)]
+def _transient_failure(text: str) -> bool:
+    """Whether one file's download failure (as MLflow words it) was the server's or the
+    network's."""
+    statuses = [int(code) for found in _HTTP_STATUS.findall(text) for code in found if code]
     if statuses:
         return all(code >= 500 or code in (408, 429) for code in statuses)
-    return bool(_BROKEN_CONNECTION.search(message))
+    # No answer at all: refused, reset or timed out (MLflow's words for it, as is_transient's).
+    return "failed with exception" in text
 
 
 def _tag_run(run_id: str, resolved: ResolvedModel, tracking_uri: str, timeout_s: float) -> None:

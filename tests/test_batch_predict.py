@@ -187,3 +187,284 @@ def test_wrapper_records_which_version_predicted(
     assert submission.metadata["predicted_with"] == f"{name} v{version} (models:/{name}@champion)"
     assert submission.metadata["rows"] == 30 and submission.metadata["shard_index"] == 1
     assert len(pd.read_csv(submission.path)) == 30
+
+
+# Shards read only their own rows, chunk by chunk, and write what one whole read would.
+
+
+def _regrouped(tmp_path, rows, group_rows: int):
+    """The validated rows again, in row groups of ``group_rows`` (validate_data's layout, small)."""
+    import pyarrow.parquet as pq
+
+    path = tmp_path / f"valid-{group_rows}.parquet"
+    pq.write_table(pq.read_table(rows), path, row_group_size=group_rows)
+    assert pq.ParquetFile(path).metadata.num_row_groups > 1
+    return path
+
+
+@pytest.fixture
+def scripted_model_dir(tmp_path, test_csv):
+    """A deterministic model over the 60 test images: answers (ImageId * 7) % 10, exactly."""
+    import scripted_models
+
+    from digits.data import to_image_set
+
+    (tmp_path / "scripted").mkdir()
+    rows = _validated(tmp_path / "scripted", pd.read_csv(test_csv))
+    images = to_image_set(pd.read_parquet(rows))
+    classifier = scripted_models.ScriptedClassifier(images.images, images.source_rows * 7 % 10)
+    return scripted_models.save(classifier, tmp_path / "scripted-model")
+
+
+def test_the_row_groups_of_a_row_range():
+    groups = [10, 10, 10, 5]  # rows 0-9, 10-19, 20-29, 30-34
+
+    assert batch_predict.overlapping_row_groups(groups, 0, 35) == ([0, 1, 2, 3], 0)
+    assert batch_predict.overlapping_row_groups(groups, 15, 30) == ([1, 2], 10)
+    assert batch_predict.overlapping_row_groups(groups, 20, 21) == ([2], 20)
+    assert batch_predict.overlapping_row_groups(groups, 9, 11) == ([0, 1], 0)
+    assert batch_predict.overlapping_row_groups(groups, 12, 12) == ([], 12)
+    assert batch_predict.shard_row_range(35, 2, 3) == (23, 35)
+
+
+def test_a_shard_reads_only_the_row_groups_holding_its_rows(
+    tmp_path, monkeypatch, scripted_model_dir, test_csv
+):
+    import pyarrow.parquet as pq
+
+    rows = _regrouped(tmp_path, _validated(tmp_path, pd.read_csv(test_csv)), 10)  # 6 groups
+    read_groups = []
+    iter_batches = pq.ParquetFile.iter_batches
+
+    def recording(self, *args, **kwargs):
+        read_groups.append(list(kwargs["row_groups"]))
+        return iter_batches(self, *args, **kwargs)
+
+    def refused(*args, **kwargs):
+        raise AssertionError("a shard read the whole file")
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", recording)
+    monkeypatch.setattr(pq.ParquetFile, "read", refused)
+    monkeypatch.setattr(pq, "read_table", refused)
+
+    for count in (1, 4, 7):
+        for index in range(count):
+            read_groups.clear()
+            summary, submission, _ = _predict(
+                scripted_model_dir,
+                rows,
+                tmp_path / f"{count}",
+                shard_index=index,
+                shard_count=count,
+            )
+            start, end = 60 * index // count, 60 * (index + 1) // count
+            assert read_groups == [list(range(start // 10, (end - 1) // 10 + 1))]
+            assert pd.read_csv(submission)["ImageId"].tolist() == list(range(start + 1, end + 1))
+            assert summary.rows == end - start
+
+
+def test_k_shards_in_small_chunks_write_what_one_whole_read_did(
+    tmp_path, scripted_model_dir, test_csv
+):
+    """Byte for byte the CSV, column for column the Parquet, that the whole-table code wrote."""
+    import pyarrow.parquet as pq
+
+    from digits.data import to_image_set
+    from digits.predictor import load_predictor
+
+    frame = pd.read_csv(test_csv).astype(object)
+    frame.loc[4, "pixel300"] = None  # ImageId 5 is rejected: ImageIds skip it
+    rows = _regrouped(tmp_path, _validated(tmp_path, frame, max_rejected_fraction=0.1), 10)
+    # What batch_predict wrote before it read in chunks: one read, one predict, pandas writers.
+    images = to_image_set(pq.read_table(rows).to_pandas())
+    probabilities = load_predictor(scripted_model_dir)(images.images)
+    pd.DataFrame({"ImageId": images.source_rows, "Label": probabilities.argmax(axis=1)}).to_csv(
+        tmp_path / "whole.csv", index=False
+    )
+    whole = pd.DataFrame(probabilities.astype(np.float32), columns=[f"prob_{d}" for d in range(10)])
+    whole.insert(0, "ImageId", images.source_rows)
+    whole.to_parquet(tmp_path / "whole.parquet", index=False)
+
+    for count in (1, 4):
+        shards = [
+            batch_predict.batch_predict(
+                rows,
+                tmp_path / f"sub-{count}-{index}.csv",
+                tmp_path / f"probs-{count}-{index}.parquet",
+                model_uri=str(scripted_model_dir),
+                tracking_uri="",
+                shard_index=index,
+                shard_count=count,
+                chunk_rows=7,  # chunks cross row groups and shard edges
+            )
+            for index in range(count)
+        ]
+        assert sum(summary.rows for summary in shards) == 59
+        csvs = [(tmp_path / f"sub-{count}-{i}.csv").read_bytes() for i in range(count)]
+        csv = csvs[0] + b"".join(later.split(b"\n", 1)[1] for later in csvs[1:])  # one header
+        assert csv == (tmp_path / "whole.csv").read_bytes()
+        probabilities = pd.concat(
+            [pd.read_parquet(tmp_path / f"probs-{count}-{i}.parquet") for i in range(count)],
+            ignore_index=True,
+        )
+        pd.testing.assert_frame_equal(probabilities, pd.read_parquet(tmp_path / "whole.parquet"))
+        assert pq.read_schema(tmp_path / f"probs-{count}-0.parquet").equals(
+            pq.read_schema(tmp_path / "whole.parquet"), check_metadata=True
+        )
+        labels = pd.read_csv(tmp_path / "whole.csv")["Label"]
+        assert {d: sum(s.predicted_class_counts[d] for s in shards) for d in "0123456789"} == {
+            str(d): int((labels == d).sum()) for d in range(10)
+        }
+
+
+def test_an_empty_shard_writes_a_header_and_the_schema(tmp_path, scripted_model_dir, test_csv):
+    rows = _validated(tmp_path, pd.read_csv(test_csv).head(2))
+
+    summary, submission, probabilities = _predict(
+        scripted_model_dir, rows, tmp_path, shard_index=0, shard_count=3
+    )
+
+    assert summary.rows == 0 and sum(summary.predicted_class_counts.values()) == 0
+    assert submission.read_text() == "ImageId,Label\n"
+    empty = pd.read_parquet(probabilities)
+    assert list(empty.columns) == ["ImageId", *[f"prob_{d}" for d in range(10)]]
+    assert empty.dtypes.iloc[1] == np.float32 and len(empty) == 0
+
+
+# Pinned to one version; the model download retried.
+
+
+def _register_scripted(client, model_name: str, classifier, experiment_id: str) -> str:
+    """Log a scripted classifier as an MLflow sklearn model, register it; returns the version."""
+    import mlflow
+
+    run = client.create_run(experiment_id)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    info = mlflow.sklearn.log_model(
+        classifier, name="model", run_id=run.info.run_id, serialization_format="cloudpickle"
+    )
+    version = client.create_model_version(
+        model_name, source=info.model_uri, run_id=run.info.run_id, model_id=info.model_id
+    )
+    return str(version.version)
+
+
+@pytest.fixture(scope="module")
+def two_versions(mlflow_server, tmp_path_factory, test_csv):
+    """A registered model whose v1 answers every test image 1 and v2 answers 2; champion=v1."""
+    import scripted_models
+
+    from digits.data import to_image_set
+
+    work = tmp_path_factory.mktemp("two-versions")
+    images = to_image_set(pd.read_parquet(_validated(work, pd.read_csv(test_csv)))).images
+    client = MlflowClient(mlflow_server)
+    name = f"pinned-{work.name}"
+    experiment_id = client.create_experiment(name)
+    client.create_registered_model(name)
+    for answer in (1, 2):
+        classifier = scripted_models.ScriptedClassifier(images, np.full(len(images), answer))
+        _register_scripted(client, name, classifier, experiment_id)
+    client.set_registered_model_alias(name, "champion", "1")
+    return name, experiment_id
+
+
+def test_every_shard_predicts_with_the_version_the_gate_left_as_champion(
+    tmp_path, mlflow_server, two_versions, test_csv
+):
+    name, experiment_id = two_versions
+    client = MlflowClient(mlflow_server)
+    cnn_run = client.create_run(experiment_id, run_name="this pipeline run's CNN")
+    rows = _validated(tmp_path, pd.read_csv(test_csv))
+    client.set_registered_model_alias(name, "champion", "2")  # moved after the gate said v1
+
+    def shard(index: int, predict_model_uri: str = ""):
+        out = tmp_path / f"{index}-{predict_model_uri.rsplit('@')[-1]}"
+        submission = Dataset(name="submission", uri=str(out / "submission"))
+        probabilities = Dataset(name="probabilities", uri=str(out / "probabilities"))
+        out.mkdir()
+        batch_predict.component("digits:test").python_func(
+            rows=Dataset(name="rows", uri=str(rows)),
+            mlflow_tracking_uri=mlflow_server,
+            registered_model_name=name,
+            predict_model_uri=predict_model_uri,
+            champion_version="1",
+            shard_index=index,
+            shard_count=2,
+            submission=submission,
+            probabilities=probabilities,
+            mlflow_run_id=cnn_run.info.run_id,
+        )
+        return submission
+
+    try:
+        for index in (0, 1):
+            submission = shard(index)
+            assert set(pd.read_csv(submission.path)["Label"]) == {1}
+            assert submission.metadata["predicted_with"] == f"{name} v1 (models:/{name}@champion)"
+            assert submission.metadata["model_version"] == "1"
+            assert submission.metadata["model_uri"] == f"models:/{name}/1"
+        tags = client.get_run(cnn_run.info.run_id).data.tags
+        assert tags["predicted_with"] == f"{name} v1"
+        assert tags["predicted_model_uri"] == f"models:/{name}/1"
+
+        # predict_model_uri still overrides; an alias there is pinned when the shard starts.
+        overridden = shard(0, f"models:/{name}@champion")
+        assert set(pd.read_csv(overridden.path)["Label"]) == {2}
+        assert overridden.metadata["model_uri"] == f"models:/{name}/2"
+    finally:
+        client.set_registered_model_alias(name, "champion", "1")
+
+
+def test_the_model_download_is_retried_through_a_flaky_server(
+    tmp_path, mlflow_server, two_versions, test_csv
+):
+    from fault_proxy import FaultProxy
+
+    name, _ = two_versions
+    client = MlflowClient(mlflow_server, registry_uri=mlflow_server)
+    files = client.get_model_version_download_uri(name, "1").removeprefix("mlflow-artifacts:")
+    lost = {
+        "/api/2.0/mlflow/model-versions/get": 1,  # the version lookup
+        "/api/2.0/mlflow/model-versions/get-download-uri": 2,
+        f"/api/2.0/mlflow-artifacts/artifacts{files}/MLmodel": 1,
+        f"/api/2.0/mlflow-artifacts/artifacts{files}/model.pkl": 2,
+    }
+    rows = _validated(tmp_path, pd.read_csv(test_csv))
+
+    with FaultProxy(mlflow_server, lost) as proxy:
+        summary = batch_predict.batch_predict(
+            rows,
+            tmp_path / "submission.csv",
+            tmp_path / "probabilities.parquet",
+            model_uri=f"models:/{name}/1",
+            tracking_uri=proxy.url,
+            timeout_s=60,
+        )
+
+    assert dict(proxy.failed) == lost  # every fault was met, and retried past
+    assert summary.model_uri == f"models:/{name}/1" and summary.rows == 60
+    assert set(pd.read_csv(tmp_path / "submission.csv")["Label"]) == {1}
+
+
+def test_a_server_that_stays_down_is_one_line_naming_the_model_and_the_server(tmp_path, test_csv):
+    import time
+
+    rows = _validated(tmp_path, pd.read_csv(test_csv))
+    started = time.monotonic()
+
+    with pytest.raises(PredictionError) as error:
+        batch_predict.batch_predict(
+            rows,
+            tmp_path / "s.csv",
+            tmp_path / "p.parquet",
+            model_uri="models:/digits-cnn/3",
+            tracking_uri="http://127.0.0.1:9",
+            timeout_s=3,
+        )
+
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith("models:/digits-cnn/3: loading the model through MLflow at ")
+    assert "http://127.0.0.1:9" in message and "after retrying for 3 s" in message
+    assert time.monotonic() - started < 30
