@@ -145,11 +145,23 @@ def retry(budget: Budget, action: Callable[[], T]) -> T:
 
 
 def create_once(budget: Budget, find: Callable[[], T | None], create: Callable[[], T]) -> T:
-    """``find()`` or else ``create()``: a create whose answer was lost is found by the retry."""
+    """``find()`` or else ``create()``: a create whose answer was lost is found by the retry,
+    and one that another process made first (RESOURCE_ALREADY_EXISTS) is found again."""
+    from mlflow.exceptions import MlflowException
 
     def attempt() -> T:
         existing = find()
-        return existing if existing is not None else create()
+        if existing is not None:
+            return existing
+        try:
+            return create()
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            made_meanwhile = find()
+            if made_meanwhile is None:
+                raise
+            return made_meanwhile
 
     return retry(budget, attempt)
 
