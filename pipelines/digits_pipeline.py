@@ -214,7 +214,8 @@ def build_pipeline(settings: ClusterSettings | None = None):
         # A pure function of the shard count.
         shards = plan_prediction_shards_op(shard_count=predict_shards).set_caching_options(True)
         with dsl.ParallelFor(shards.output) as shard_index:
-            # Scores with the registry's champion (or predict_model_uri), after the gate.
+            # Every shard predicts with the exact version the gate left as champion (or
+            # predict_model_uri), and tags this run's MLflow run with it.
             shard = batch_predict_op(
                 rows=predict_rows.outputs["valid"],
                 mlflow_tracking_uri=mlflow_tracking_uri,
@@ -223,7 +224,8 @@ def build_pipeline(settings: ClusterSettings | None = None):
                 champion_version=promotion.outputs["champion_version"],
                 shard_index=shard_index,
                 shard_count=predict_shards,
-            ).set_caching_options(False)  # the champion behind the URI can change between runs
+                mlflow_run_id=registration.outputs["mlflow_run_id"],
+            ).set_caching_options(False)  # writes to MLflow
             use_mlflow_credentials(shard, settings)
         predictions = collect_predictions_op(
             submissions=dsl.Collected(shard.outputs["submission"]),

@@ -58,8 +58,8 @@ EXPECTED_DEPENDENCIES = {
     "ingest-csv-2": {"fingerprint-source-2"},
     "validate-data-2": {"ingest-csv-2"},
     "plan-prediction-shards": set(),
-    # Predicts after the gate, with whatever the registry's champion then is.
-    "for-loop-3": {"plan-prediction-shards", "promote-model", "validate-data-2"},
+    # Predicts after the gate, with the exact version it left as champion.
+    "for-loop-3": {"plan-prediction-shards", "promote-model", "register-model", "validate-data-2"},
     "collect-predictions": {"for-loop-3"},
     "condition-1": {"normalize-and-split", "validate-data"},
 }
