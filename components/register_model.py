@@ -2,46 +2,14 @@
 
 One pipeline run gives exactly one MLflow run per model family and at most one model version,
 however often the task is retried and even when the server commits a create but loses the
-answer (see :mod:`digits.tracking`).
+answer. The logging itself lives in :mod:`digits.run_logging`.
 """
 
 import json
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from digits.artifacts import MODEL_FILENAME, TRAINING_FILENAME, Evaluation
-from digits.data import ImageSet
-from digits.tracking import MODEL_FAMILY_TAG, PIPELINE_RUN_TAG
-
-MODEL_ARTIFACT = "model"
-DATA_REPORT_ARTIFACT = "data/train_validation_report.json"
-
-
-@dataclass(frozen=True)
-class RunRecord:
-    """What one pipeline run produced, ready to log."""
-
-    model_dir: Path
-    history_path: Path
-    evaluation_path: Path
-    validation_path: Path
-    pipeline_run_id: str
-    pipeline_run_name: str = ""
-    run_name: str = ""
-    train_data_uri: str = ""
-    data_report_path: Path | None = None
-    data_params: dict[str, str | int | float] = field(default_factory=dict)
-    kfp_ui_url: str = ""
-
-
-@dataclass(frozen=True)
-class Registration:
-    run_id: str
-    experiment_id: str
-    model_name: str
-    model_version: str  # "" when the run was logged without registering a version
-    model_uri: str
+from digits.artifacts import TRAINING_FILENAME
+from digits.run_logging import Registration, RunRecord
 
 
 def register_model(
@@ -65,6 +33,7 @@ def register_model(
     """
     from mlflow import MlflowClient
 
+    from digits.run_logging import RunLogger
     from digits.tracking import Budget, KfpMlflowPlugin, tracking_session
 
     plugin = KfpMlflowPlugin.from_environment()
@@ -75,7 +44,7 @@ def register_model(
     with tracking_session(tracking_uri, budget):
         # The registry lives on the same server; never a process-wide default.
         client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
-        logger = _RunLogger(client, budget, record, training)
+        logger = RunLogger(client, budget, record, training)
         experiment_id = (
             plugin.experiment_id
             if plugin
@@ -98,393 +67,6 @@ def register_model(
         if version
         else f"models:/{model_id}",
     )
-
-
-class _RunLogger:
-    """The steps of one registration, each idempotent and retried within the budget."""
-
-    def __init__(self, client, budget, record: RunRecord, training: dict):
-        self.client, self.budget, self.record, self.training = client, budget, record, training
-        self.family = training["result"].get(MODEL_FAMILY_TAG, "cnn")
-        self.evaluation = Evaluation.read(record.evaluation_path)
-        self.history = json.loads(record.history_path.read_text())
-        path = record.data_report_path
-        self.data_report = (
-            json.loads(Path(path).read_text()) if path and Path(path).is_file() else None
-        )
-        self.validation = ImageSet.load(record.validation_path)
-
-    def experiment(self, name: str, artifact_location: str) -> str:
-        from digits.tracking import create_once
-
-        def find():
-            experiment = self.client.get_experiment_by_name(name)
-            return experiment.experiment_id if experiment else None
-
-        return create_once(
-            self.budget,
-            find,
-            lambda: self.client.create_experiment(
-                name, artifact_location=artifact_location or None
-            ),
-        )
-
-    def run(self, experiment_id: str, plugin) -> str:
-        """This pipeline run's MLflow run: found by tag, else created with training's start."""
-        from digits.tracking import create_once, readable_tags
-
-        if plugin is not None and self.family == "cnn":
-            return plugin.parent_run_id
-        record = self.record
-        key = f"{record.pipeline_run_id}/{self.family}"
-        tags = {
-            PIPELINE_RUN_TAG: key,
-            MODEL_FAMILY_TAG: self.family,
-            **readable_tags(record.pipeline_run_id, record.pipeline_run_name, record.kfp_ui_url),
-        }
-        if plugin is not None:
-            tags["mlflow.parentRunId"] = plugin.parent_run_id
-
-        def find():
-            runs = self.client.search_runs(
-                [experiment_id], f"tags.`{PIPELINE_RUN_TAG}` = '{key}'", max_results=1
-            )
-            return runs[0].info.run_id if runs else None
-
-        return create_once(
-            self.budget,
-            find,
-            lambda: (
-                self.client.create_run(
-                    experiment_id,
-                    start_time=self.training["result"].get("started_at_ms"),
-                    tags=tags,
-                    run_name=self.run_name(),
-                ).info.run_id
-            ),
-        )
-
-    def run_name(self) -> str:
-        """The user's name, else the recipe and the settings that differ from it."""
-        if self.record.run_name:
-            return self.record.run_name
-        from dataclasses import asdict
-
-        from digits.config import RECIPES
-
-        recipe = self.training.get("recipe", self.family)
-        defaults = asdict(RECIPES[recipe]) if recipe in RECIPES else {}
-        changed = {
-            key: value
-            for key, value in self.training["config"].items()
-            if key in defaults and defaults[key] != value
-        }
-        details = " ".join(f"{key}={value}" for key, value in sorted(changed.items()))
-        return f"{recipe} {details}".strip()
-
-    def log_everything(self, run_id: str, experiment_id: str) -> str:
-        """Params, tags, datasets, per-epoch metrics, the model, its evaluation and pictures."""
-        from mlflow.entities import Metric, Param, RunTag
-
-        from digits.tracking import retry
-
-        record, result = self.record, self.training["result"]
-        params = {
-            "recipe": self.training.get("recipe", self.family),
-            **self.training["config"],
-            **record.data_params,
-        }
-        tags = (
-            # What the recipe's precision resolved to on the training hardware.
-            {"keras_backend": result.get("backend", ""), "compute_dtype": result["compute_dtype"]}
-            if self.family == "cnn"
-            else {}
-        )
-        tags["recipe"] = params["recipe"]
-        tags[MODEL_FAMILY_TAG] = self.family
-        if record.kfp_ui_url:
-            tags["mlflow.note.content"] = self._description()
-        retry(
-            self.budget,
-            lambda: self.client.log_batch(
-                run_id,
-                params=[Param(key, str(value)[:6000]) for key, value in params.items()],
-                tags=[RunTag(key, str(value)) for key, value in tags.items()],
-            ),
-        )
-        training_set, validation_set, sha256 = self._datasets()
-        retry(self.budget, lambda: self._log_inputs(run_id, training_set, validation_set, sha256))
-        start = result.get("started_at_ms") or 0
-        epoch_metrics = _epoch_metrics(self.history, start)
-        for first in range(0, len(epoch_metrics), 900):  # the server takes 1000 per call
-            chunk = epoch_metrics[first : first + 900]
-            retry(self.budget, lambda chunk=chunk: self.client.log_batch(run_id, metrics=chunk))
-
-        model_id = self._log_model(run_id, experiment_id)
-        timestamp = start + int(1000 * result.get("seconds", 0))
-        evaluation_metrics = [
-            Metric(
-                f"eval/val_{name}",
-                value,
-                timestamp,
-                0,
-                model_id=model_id,
-                dataset_name=validation_set.name,
-                dataset_digest=validation_set.digest,
-            )
-            for name, value in self.evaluation.scalar_metrics().items()
-        ]
-        evaluation_metrics.append(Metric("train/seconds", result.get("seconds", 0.0), timestamp, 0))
-        retry(self.budget, lambda: self.client.log_batch(run_id, metrics=evaluation_metrics))
-        retry(self.budget, lambda: self._log_pictures_and_reports(run_id))
-        return model_id
-
-    def _description(self) -> str:
-        from digits.tracking import kfp_run_url
-
-        record = self.record
-        url = kfp_run_url(record.kfp_ui_url, record.pipeline_run_id)
-        return f"KFP run [{record.pipeline_run_name or record.pipeline_run_id}]({url})"
-
-    def _datasets(self):
-        """(training CSV, validation split, sha256 of the CSV's bytes, "" when unknown)."""
-        import mlflow.data
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
-
-        record = self.record
-        report = self.data_report or {}
-        sha256 = report.get("source_sha256", "")
-        source_uri = record.train_data_uri or report.get("source_uri", "") or "unknown"
-        with warnings.catch_warnings():  # "can be interpreted in multiple ways": same class twice
-            warnings.simplefilter("ignore", UserWarning)
-            source = resolve_dataset_source(source_uri)
-        # MLflow's dataset digest column holds 36 characters; the full hash is an input tag.
-        training_set = MetaDataset(
-            source, name=Path(source_uri).name or "train.csv", digest=sha256[:16] or None
-        )
-        validation = self.validation
-        validation_set = mlflow.data.from_numpy(
-            validation.images.reshape(len(validation), -1),
-            targets=validation.labels,
-            source=source,
-            name="validation",
-        )
-        return training_set, validation_set, sha256
-
-    def _log_inputs(self, run_id: str, training_set, validation_set, sha256: str) -> None:
-        from mlflow.entities import DatasetInput, InputTag
-
-        inputs = [
-            DatasetInput(
-                training_set._to_mlflow_entity(),
-                tags=[InputTag("mlflow.data.context", "training")]
-                + ([InputTag("sha256", sha256)] if sha256 else []),
-            ),
-            DatasetInput(
-                validation_set._to_mlflow_entity(),
-                tags=[InputTag("mlflow.data.context", "validation")],
-            ),
-        ]
-        self.client.log_inputs(run_id, datasets=inputs)
-
-    def _log_model(self, run_id: str, experiment_id: str) -> str:
-        """The MLflow 3 logged model of this run, created once, its files uploaded once."""
-        import mlflow
-
-        from digits.tracking import create_once, retry
-
-        def find():
-            models = self.client.search_logged_models(
-                [experiment_id],
-                filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_ARTIFACT}'",
-                max_results=1,
-            )
-            return models[0] if models else None
-
-        logged = create_once(
-            self.budget,
-            find,
-            lambda: self.client.create_logged_model(
-                experiment_id,
-                name=MODEL_ARTIFACT,
-                source_run_id=run_id,
-                tags={MODEL_FAMILY_TAG: self.family},
-                model_type=self.family,
-            ),
-        )
-        if str(logged.status) != "READY":
-            mlflow.set_tracking_uri(self.client.tracking_uri)  # log_model has only the fluent API
-            retry(self.budget, lambda: self._upload_model(run_id, logged.model_id))
-        return logged.model_id
-
-    def _upload_model(self, run_id: str, model_id: str) -> None:
-        # The logged model already names its run; no active run is needed (or ended).
-        flavor_kwargs = {"name": MODEL_ARTIFACT, "model_id": model_id}
-        if self.family == "cnn":
-            _log_keras_model(self.record.model_dir, self.training, flavor_kwargs)
-        else:
-            _log_sklearn_model(self.record.model_dir, flavor_kwargs)
-
-    def _log_pictures_and_reports(self, run_id: str) -> None:
-        from dataclasses import asdict
-
-        from digits import plots
-
-        evaluation = self.evaluation
-        self.client.log_dict(run_id, asdict(evaluation), "evaluation.json")
-        self.client.log_dict(run_id, self.history, "history.json")
-        self.client.log_dict(run_id, self.training, "training.json")
-        if self.data_report is not None:
-            self.client.log_dict(run_id, self.data_report, DATA_REPORT_ARTIFACT)
-        self.client.log_figure(
-            run_id, plots.confusion_figure(evaluation), plots.CONFUSION_MATRIX_PNG
-        )
-        self.client.log_figure(
-            run_id, plots.training_curves_figure(self.history), plots.TRAINING_CURVES_PNG
-        )
-        self.client.log_figure(run_id, self._misclassified(), plots.MISCLASSIFIED_PNG)
-
-    def _misclassified(self):
-        from digits import plots
-        from digits.predictor import load_predictor
-
-        validation = self.validation
-        predicted = load_predictor(self.record.model_dir)(validation.images).argmax(axis=1)
-        return plots.misclassified_figure(validation.images, validation.labels, predicted)
-
-    def register(self, model_name: str, run_id: str, model_id: str) -> str:
-        """This run's version of ``model_name``: found by tag, else created (and described)."""
-        from digits.tracking import create_once, retry
-
-        client, key = self.client, f"{self.record.pipeline_run_id}/{self.family}"
-        retry(self.budget, lambda: self._ensure_registered_model(model_name))
-
-        def find():
-            versions = client.search_model_versions(
-                f"name = '{model_name}' and tags.`{PIPELINE_RUN_TAG}` = '{key}'"
-            )
-            return str(versions[0].version) if versions else None
-
-        description = (
-            f"{self.run_name()}: validation accuracy {self.evaluation.accuracy:.4f} "
-            f"({sum(self.evaluation.support)} rows); KFP run "
-            f"{self.record.pipeline_run_name or self.record.pipeline_run_id}"
-        )
-        # Passing model_id also links the version to the logged model (tag mlflow.modelVersions).
-        version = create_once(
-            self.budget,
-            find,
-            lambda: str(
-                client.create_model_version(
-                    model_name,
-                    source=f"models:/{model_id}",
-                    run_id=run_id,
-                    tags={PIPELINE_RUN_TAG: key, MODEL_FAMILY_TAG: self.family},
-                    description=description,
-                    model_id=model_id,
-                ).version
-            ),
-        )
-        return version
-
-    def _ensure_registered_model(self, model_name: str) -> None:
-        from mlflow.exceptions import MlflowException
-
-        description = (
-            "Handwritten-digit classifier (Kaggle Digit Recognizer format: 28x28 grey images, "
-            "pixels 0-255, labels 0-9), registered by the digits KFP pipeline. Alias `champion` "
-            "is the version batch prediction uses; `challenger` the latest that did not beat it."
-        )
-        try:
-            self.client.get_registered_model(model_name)
-        except MlflowException as error:
-            if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise
-            try:
-                self.client.create_registered_model(model_name, description=description)
-            except MlflowException as create_error:  # made by a concurrent run meanwhile
-                if create_error.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-
-    def finish(self, run_id: str) -> None:
-        from digits.tracking import retry
-
-        retry(self.budget, lambda: self.client.set_terminated(run_id, "FINISHED"))
-
-
-def _epoch_metrics(history: list[dict], start_ms: int):
-    """Per-epoch series named by split, timestamped from the history so a retry logs the same."""
-    from mlflow.entities import Metric
-
-    names = {
-        "loss": "train/loss",
-        "accuracy": "train/accuracy",
-        "val_loss": "val/loss",
-        "val_accuracy": "val/accuracy",
-        "learning_rate": "train/learning_rate",
-        "seconds": "train/epoch_seconds",
-    }
-    metrics, elapsed = [], 0.0
-    for record in history:
-        elapsed += record.get("seconds", 0.0)
-        timestamp = start_ms + int(1000 * elapsed)
-        for key, name in names.items():
-            if key in record:
-                metrics.append(Metric(name, float(record[key]), timestamp, int(record["epoch"])))
-    return metrics
-
-
-def _log_keras_model(model_dir: Path, training: dict, flavor_kwargs: dict) -> None:
-    import keras
-    import mlflow
-    import numpy as np
-    from mlflow.models import infer_signature
-
-    model = keras.saving.load_model(model_dir / MODEL_FILENAME)
-    example = np.zeros((1, *model.input_shape[1:]), dtype=np.float32)
-    mlflow.keras.log_model(
-        model,
-        signature=infer_signature(example, model.predict(example, verbose=0)),
-        pip_requirements=_pip_requirements(training["result"].get("backend", "tensorflow")),
-        **flavor_kwargs,
-    )
-
-
-def _log_sklearn_model(model_dir: Path, flavor_kwargs: dict) -> None:
-    import joblib
-    import mlflow
-    import numpy as np
-    import skops.io
-    from mlflow.models import infer_signature
-
-    from digits.artifacts import SKLEARN_MODEL_FILENAME
-
-    model = joblib.load(model_dir / SKLEARN_MODEL_FILENAME)
-    example = np.zeros((1, 28 * 28), dtype=np.float32)
-    mlflow.sklearn.log_model(
-        model,
-        signature=infer_signature(example, model.predict_proba(example)),
-        # MLflow saves with skops, which loads only the types it is told to trust: those of the
-        # estimator this pipeline just fitted (scikit-learn's own, plus numpy scalars).
-        skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
-        **flavor_kwargs,
-    )
-
-
-def _pip_requirements(backend: str) -> list[str]:
-    """Pin the exact Keras and backend versions that trained the model, for serving."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    requirements = [f"keras=={version('keras')}"]
-    candidates = {"tensorflow": ["tensorflow", "tensorflow-cpu"], "torch": ["torch"]}
-    for package in candidates.get(backend, [backend]):
-        try:
-            requirements.append(f"{package}=={version(package).split('+')[0]}")
-            break
-        except PackageNotFoundError:
-            continue
-    return requirements
 
 
 def component(image: str):
@@ -519,10 +101,9 @@ def component(image: str):
     ):
         """Log the run to MLflow and register a model version (a retry returns the same one)."""
         from collections import namedtuple
-        from pathlib import Path
 
-        from digits.components.register_model import RunRecord
         from digits.components.register_model import register_model as run
+        from digits.run_logging import RunRecord
 
         record = RunRecord(
             model_dir=Path(model.path),

@@ -10,9 +10,9 @@ from mlflow import MlflowClient
 from digits.artifacts import TRAINING_FILENAME
 from digits.components import register_model
 from digits.components.evaluate_model import evaluate_model
-from digits.components.register_model import RunRecord
 from digits.errors import RegistrationError
 from digits.local_run import local_mlflow_store
+from digits.run_logging import RunRecord
 from digits.tracking import PIPELINE_RUN_TAG
 
 
