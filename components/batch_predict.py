@@ -7,13 +7,15 @@ version the promotion gate left as champion, and this step loads ``models:/<name
 never the alias again.
 
 Memory: a shard reads only the Parquet row groups that overlap its rows, and scores them
-``CHUNK_ROWS`` at a time, appending each chunk's results to the outputs; so its peak RSS does
-not grow with the file or the shard. Budget: **1.5 GiB per shard, whatever the file size**
-(measured in ``bench/predict_bench.py``, see the README): about 650 MiB is TensorFlow and Keras
-imported, 300-650 MiB is TensorFlow's own working set once it predicts (the same for chunks of
-4,096 and 16,384 rows), and the data is one chunk: its uint8 pixels, their float32 images (48 MiB
-at 16,384 rows) and one row group of compressed column chunks (validate_data writes 32,768-row
-groups, about 4 MiB of zstd). The pipeline's 4 GiB prediction pods leave room to spare.
+``CHUNK_ROWS`` at a time, appending each chunk's results to the outputs, so its peak RSS does
+not grow with the file or the shard. Budget: **a shard's peak RSS stays under 1.25 GiB, whatever
+the file size** (``bench/predict_bench.py`` measures it on a million rows). Nearly all of it is
+TensorFlow: about 690 MiB with Keras imported and the model loaded, 960-1,020 MiB once it has
+predicted (measured for 1,024 to 8,192 rows per call), so 1 GiB is out of reach with TensorFlow
+in the process. The data adds one chunk (its uint8 pixels and their float32 images: 15 MiB at
+4,096 rows, with pandas' copies) and Arrow's decoding of one row group (validate_data writes
+32,768-row groups; about 135 MiB of Arrow memory, measured). The pipeline's 4 GiB prediction
+pods leave room to spare.
 """
 
 import re
@@ -26,10 +28,10 @@ from typing import TypeVar
 from digits.errors import PredictionError
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
-# Rows scored per step: 48 MiB of float32 images plus their 12 MiB of uint8 pixels, small beside
-# TensorFlow's own few hundred MiB, and 32 Keras batches of 512 per predict call, so the call's
-# fixed cost (building its input pipeline) is spread thin. Half of validate_data's row group.
-CHUNK_ROWS = 16_384
+# Rows converted and scored per step: 12 MiB of float32 images. Larger chunks buy no speed (the
+# CPU time per row is the same from 512 to 16,384 rows per predict call, measured), only memory:
+# at 16,384 rows pandas' copies of the chunk added about 240 MiB to a shard's peak.
+CHUNK_ROWS = 4_096
 # Tags set on the pipeline run's MLflow run, saying which model scored the rows.
 PREDICTED_WITH_TAG = "predicted_with"
 PREDICTED_MODEL_URI_TAG = "predicted_model_uri"
