@@ -223,17 +223,18 @@ def batch_predict(
     import numpy as np
 
     from digits.data import to_image_set
+    from digits.tracking import KfpMlflowPlugin
 
     if not 0 <= shard_index < shard_count:
         raise PredictionError(f"shard {shard_index} of {shard_count}: expected 0 <= index < count")
+    plugin = KfpMlflowPlugin.from_environment()  # the server register and promote used
+    tracking_uri = plugin.endpoint if plugin else tracking_uri
     resolved, predict = _load_model(model_uri, requested_uri, tracking_uri, batch_size, timeout_s)
     chunks = _chunks_or_empty(read_shard(rows_path, shard_index, shard_count, chunk_rows))
     with _ShardWriter(submission_path, probabilities_path) as writer:
         for batch in chunks:
             images = to_image_set(batch.to_pandas())
-            probabilities = (
-                predict(images.images) if len(images) else np.zeros((0, 10), np.float32)
-            )
+            probabilities = predict(images.images) if len(images) else np.zeros((0, 10), np.float32)
             writer.write(images.source_rows, probabilities)
     if mlflow_run_id:
         _tag_run(mlflow_run_id, resolved, tracking_uri, timeout_s)
@@ -322,7 +323,8 @@ def _load_model(model_uri, requested_uri, tracking_uri, batch_size, timeout_s):
             Path(model_uri), batch_size
         )
     budget = Budget(timeout_s)
-    with _mlflow_session(model_uri, tracking_uri, budget, "loading the model"):
+    check = "the model URI and the MLflow credentials"
+    with _mlflow_session(model_uri, tracking_uri, budget, "loading the model", check):
         client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
         resolved = retry(budget, lambda: resolve_model(client, model_uri))
         resolved = ResolvedModel(resolved.uri, requested, resolved.name, resolved.version)
@@ -380,13 +382,16 @@ def _tag_run(run_id: str, resolved: ResolvedModel, tracking_uri: str, timeout_s:
         RunTag(PREDICTED_MODEL_URI_TAG, resolved.uri),
     ]
     budget = Budget(timeout_s)
-    with _mlflow_session(resolved.uri, tracking_uri, budget, f"tagging MLflow run {run_id}"):
+    doing = f"tagging MLflow run {run_id}"
+    with _mlflow_session(resolved.uri, tracking_uri, budget, doing, "mlflow_run_id"):
         client = MlflowClient(tracking_uri)
         retry(budget, lambda: client.log_batch(run_id, tags=tags))
 
 
 @contextmanager
-def _mlflow_session(model_uri: str, tracking_uri: str, budget, doing: str) -> Iterator[None]:
+def _mlflow_session(
+    model_uri: str, tracking_uri: str, budget, doing: str, check: str
+) -> Iterator[None]:
     """``tracking_session``, its final error turned into one line naming the model URI."""
     from digits.errors import RegistrationError
     from digits.tracking import is_transient, tracking_session
@@ -403,9 +408,7 @@ def _mlflow_session(model_uri: str, tracking_uri: str, budget, doing: str) -> It
                 f"{where} after retrying for {budget.seconds:.0f} s: {first_line}; check "
                 "mlflow_tracking_uri and that the tracking server is reachable, then retry the task"
             ) from cause
-        raise PredictionError(
-            f"{where}: {first_line}; check the model URI and the MLflow credentials"
-        ) from cause
+        raise PredictionError(f"{where}: {first_line}; check {check}") from cause
 
 
 def component(image: str):
