@@ -113,3 +113,124 @@ def resolve_recipe(
         batch_size=batch_size or recipe.batch_size,
         seed=seed,
     )
+
+
+# --- Run parameters: the pipeline's parameters, declared once -------------------------------
+#
+# The pipeline's signature (pipelines/digits_pipeline.py), the `digits run` options, the local
+# runner's arguments and the `--param` checks of `digits submit`/`schedule` (read from the
+# compiled IR) are all generated from this table; tests/test_parameters.py fails on any drift.
+
+REQUIRED = object()  # no default: the caller must pass it (the two data URIs on a cluster)
+DEFAULT_MLFLOW_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
+
+
+@dataclass(frozen=True)
+class RunParameter:
+    """One pipeline parameter.
+
+    ``option`` is its `digits run` option (``None``: cluster-only, or set by the local runner;
+    pass it with ``--param`` to submit and schedule); ``local_default`` is what `digits run` uses
+    when the option is not given, where that differs from ``default`` (``REQUIRED`` keeps the
+    pipeline's; ``None`` means the local runner fills it in, e.g. the bundled sample).
+    """
+
+    name: str
+    type: type
+    default: object
+    help: str
+    option: str | None = None
+    local_default: object = REQUIRED
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+RUN_PARAMETERS: tuple[RunParameter, ...] = (
+    # Data
+    RunParameter(
+        "train_data_uri", str, REQUIRED, "Labeled train CSV (path or URL).", "--data", None
+    ),
+    RunParameter(
+        "predict_data_uri", str, REQUIRED, "Unlabeled test CSV to score (path or URL).",
+        "--predict-data", None,
+    ),
+    RunParameter(
+        "max_rejected_fraction", float, 0.0,
+        "Share of invalid rows to drop before failing the run.", "--max-rejected-fraction",
+    ),
+    RunParameter(
+        "validation_fraction", float, 0.1, "Share of labeled rows held out for validation."
+    ),
+    RunParameter("split_seed", int, 2, "Seed of the stratified train/validation split."),
+    # Training
+    RunParameter(
+        "recipe", str, DEFAULT_RECIPE, "Training recipe: " + ", ".join(sorted(RECIPES)) + ".",
+        "--recipe",
+    ),
+    RunParameter("epochs", int, 0, "Training epochs; 0: the recipe's.", "--epochs"),
+    RunParameter("batch_size", int, 0, "Training batch size; 0: the recipe's.", "--batch-size"),
+    RunParameter("seed", int, 2, "Seed of weights, order and augmentation.", "--seed"),
+    RunParameter(
+        "checkpoint_root", str, "",
+        "Folder or fsspec URI under which each pipeline run checkpoints every epoch.",
+    ),
+    RunParameter(
+        "checkpoint_dir", str, "",
+        "Checkpoint every epoch in this folder itself; rerun with it to resume a killed run.",
+        "--checkpoint-dir",
+    ),
+    RunParameter(
+        "train_baseline", bool, True,
+        "Fit the scikit-learn baseline beside the CNN (its own MLflow run).", "--baseline",
+    ),
+    RunParameter(
+        "baseline_candidate", bool, False,
+        "Register the baseline too and let it meet the promotion gate.", "--baseline-candidate",
+    ),
+    # MLflow
+    RunParameter(
+        "mlflow_tracking_uri", str, DEFAULT_MLFLOW_URI,
+        "MLflow tracking URI; `digits run`: a SQLite store under --output-dir.", "--mlflow-uri",
+        None,
+    ),
+    RunParameter("experiment_name", str, "digits", "MLflow experiment.", "--experiment"),
+    RunParameter(
+        "registered_model_name", str, "digits-cnn", "MLflow registered model.", "--model-name"
+    ),
+    RunParameter(
+        "mlflow_artifact_location", str, "",
+        "Artifact root of a new experiment; empty: the server's default.",
+    ),
+    RunParameter(
+        "run_name", str, "", "MLflow run name; default: the recipe and what differs from it.",
+        "--run-name",
+    ),
+    RunParameter("kfp_ui_url", str, "", "KFP UI address, for links from MLflow back to the run."),
+    RunParameter("mlflow_timeout_s", float, 300.0, "Seconds each MLflow step keeps retrying."),
+    # Promotion
+    RunParameter(
+        "promotion_margin", float, 0.0, "Accuracy the new model must gain over the champion.",
+        "--promotion-margin",
+    ),
+    RunParameter(
+        "max_recall_drop", float, 0.005, "Largest per-digit recall drop a new champion may have.",
+        "--max-recall-drop",
+    ),
+    # Prediction
+    RunParameter(
+        "predict_model_uri", str, "",
+        "MLflow model URI to predict with; default: the version the gate left as champion.",
+        "--predict-model-uri",
+    ),
+    RunParameter("predict_shards", int, 1, "Parallel prediction shards.", "--predict-shards"),
+)  # fmt: skip
+
+
+def run_parameter(name: str) -> RunParameter:
+    """The row of :data:`RUN_PARAMETERS` called ``name``."""
+    for parameter in RUN_PARAMETERS:
+        if parameter.name == name:
+            return parameter
+    raise KeyError(name)

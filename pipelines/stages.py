@@ -1,0 +1,158 @@
+"""The pipeline's building blocks: the components for one set of images, and the stages the DAG
+uses more than once (a CSV's fingerprint → ingest → validate; register then gate), each with its
+caching, retries and MLflow credentials set here, beside the task it configures."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+from digits.config import RUN_PARAMETERS
+from digits.pipelines.placement import ClusterSettings, use_mlflow_credentials
+
+
+@dataclass(frozen=True)
+class Steps:
+    """Every component of the pipeline, built for the images of ``settings``."""
+
+    settings: ClusterSettings
+
+    def __post_init__(self) -> None:
+        from digits.components import (
+            batch_predict,
+            collect_predictions,
+            evaluate_model,
+            fingerprint_source,
+            ingest_csv,
+            normalize_and_split,
+            plan_prediction_shards,
+            promote_model,
+            register_model,
+            train_baseline,
+            train_model,
+            validate_data,
+        )
+
+        image, train_image = self.settings.image, self.settings.train_image
+        ops = {
+            module.__name__.rsplit(".", 1)[-1]: module.component(image)
+            for module in (
+                fingerprint_source,
+                ingest_csv,
+                validate_data,
+                normalize_and_split,
+                train_baseline,
+                evaluate_model,
+                register_model,
+                promote_model,
+                plan_prediction_shards,
+                batch_predict,
+                collect_predictions,
+            )
+        }
+        ops["train_model"] = train_model.component(train_image)
+        for name, op in ops.items():
+            object.__setattr__(self, name, op)
+
+
+def with_run_parameters(body):
+    """A pipeline function whose parameters are :data:`digits.config.RUN_PARAMETERS`.
+
+    KFP reads a pipeline's parameters from its signature; this one is generated from the table,
+    and ``body`` receives them as one namespace (``p.train_data_uri``), so a new parameter is one
+    row in the table plus its use in the DAG.
+    """
+    # Required parameters first, as a Python signature needs; table order otherwise.
+    ordered = sorted(RUN_PARAMETERS, key=lambda parameter: not parameter.required)
+    names = [parameter.name for parameter in ordered]
+
+    def pipeline_function(*args, **kwargs):
+        return body(SimpleNamespace(**dict(zip(names, args, strict=False)), **kwargs))
+
+    pipeline_function.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(
+                parameter.name,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                annotation=parameter.type,
+                default=inspect.Parameter.empty if parameter.required else parameter.default,
+            )
+            for parameter in ordered
+        ],
+        return_annotation=inspect.signature(body).return_annotation,
+    )
+    pipeline_function.__name__ = body.__name__
+    pipeline_function.__doc__ = body.__doc__
+    return pipeline_function
+
+
+def validated_rows(steps: Steps, uri, name: str, require_label: bool, max_rejected_fraction):
+    """fingerprint → ingest_csv → validate_data for one CSV; returns the validate task.
+
+    The fingerprint runs every time and keys ingest's cache, so a file overwritten at the same
+    URI is read again, and an unchanged one is reused with everything after it.
+    """
+    fingerprint = steps.fingerprint_source(source_uri=uri).set_display_name(f"fingerprint {name}")
+    fingerprint.set_caching_options(False)
+    raw = steps.ingest_csv(source_uri=uri, fingerprint=fingerprint.output)
+    raw.set_display_name(f"ingest {name}").set_caching_options(True)
+    checked = steps.validate_data(
+        dataset=raw.outputs["dataset"],
+        source=uri,
+        require_label=require_label,
+        max_rejected_fraction=max_rejected_fraction,
+    ).set_display_name(f"validate {name}")
+    checked.set_caching_options(True)  # same rows and settings give the same result
+    return checked
+
+
+def register(steps: Steps, p, trained, evaluation, split, train_rows, register_version, run_name):
+    """Log a trained model to MLflow (and register a version); safe to retry."""
+    from kfp import dsl
+
+    task = steps.register_model(
+        model=trained.outputs["model"],
+        history=trained.outputs["history"],
+        evaluation=evaluation.outputs["report"],
+        validation=split.outputs["validation"],
+        data_report=train_rows.outputs["report"],
+        mlflow_tracking_uri=p.mlflow_tracking_uri,
+        experiment_name=p.experiment_name,
+        registered_model_name=p.registered_model_name,
+        mlflow_artifact_location=p.mlflow_artifact_location,
+        train_data_uri=p.train_data_uri,
+        validation_fraction=p.validation_fraction,
+        split_seed=p.split_seed,
+        run_name=run_name,
+        register_version=register_version,
+        kfp_ui_url=p.kfp_ui_url,
+        mlflow_timeout_s=p.mlflow_timeout_s,
+        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    )
+    # Writes to MLflow: never skip it on a cache hit; retry a flaky server.
+    task.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
+    use_mlflow_credentials(task, steps.settings)
+    return task
+
+
+def gate(steps: Steps, p, evaluation, split, registration):
+    """Champion/challenger gate for the version ``registration`` registered."""
+    task = steps.promote_model(
+        evaluation=evaluation.outputs["report"],
+        validation=split.outputs["validation"],
+        mlflow_tracking_uri=p.mlflow_tracking_uri,
+        registered_model_name=p.registered_model_name,
+        model_version=registration.outputs["model_version"],
+        mlflow_run_id=registration.outputs["mlflow_run_id"],
+        mlflow_experiment_id=registration.outputs["mlflow_experiment_id"],
+        promotion_margin=p.promotion_margin,
+        max_recall_drop=p.max_recall_drop,
+        mlflow_timeout_s=p.mlflow_timeout_s,
+    )
+    # Moves aliases under the promotion lock: never a cache hit; a retry decides again when the
+    # champion changed since its recorded decision.
+    task.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")
+    use_mlflow_credentials(task, steps.settings)
+    return task
