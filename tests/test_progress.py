@@ -113,3 +113,19 @@ def test_verbose_echoes_everything_as_it_comes(tmp_path):
     router.write(KFP_OUTPUT)
     router.close()
     assert echo.getvalue() == KFP_OUTPUT
+
+
+def test_labels_come_from_the_compiled_dag_not_from_guessed_task_names():
+    """The baseline's evaluate task is found by its display name, whatever kfp.local calls it."""
+    from digits.pipelines.digits_pipeline import build_pipeline
+    from digits.progress import step_label, task_identities, tasks_of
+
+    identities = task_identities(build_pipeline())
+
+    (baseline_eval,) = tasks_of(identities, "evaluate baseline")
+    assert step_label(baseline_eval, identities).title == "baseline eval"
+    cnn_eval = [n for n, t in identities.items() if t.function == "evaluate_model" and n != baseline_eval]
+    assert [step_label(name, identities).title for name in cnn_eval] == ["evaluate"]
+    # Every task of the DAG has a label of its own, none falls back to its raw task name.
+    for name in identities:
+        assert step_label(name, identities).title != name, name

@@ -115,7 +115,7 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
     from digits.artifacts import MODEL_FILENAME, Evaluation
     from digits.errors import PipelineStepError
     from digits.pipelines.digits_pipeline import ClusterSettings, build_pipeline
-    from digits.progress import StepReporter, TaskLogRouter
+    from digits.progress import StepReporter, TaskLogRouter, task_identities, tasks_of
 
     started = time.perf_counter()
     # Pinned to the terminal: inside the run, sys.stdout is the router.
@@ -148,8 +148,10 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
     )
     # kfp.local prints every task's output and its own log lines to sys.stdout: the router
     # files them by task and drives the step report.
+    pipeline = build_pipeline(cluster)
+    identities = task_identities(pipeline)
     router = TaskLogRouter(
-        logs_dir, StepReporter(console), echo=sys.stdout if settings.verbose else None
+        logs_dir, StepReporter(console, identities), echo=sys.stdout if settings.verbose else None
     )
     with (
         warnings.catch_warnings(),
@@ -161,7 +163,7 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
         try:
-            run = build_pipeline(cluster)(
+            run = pipeline(
                 train_data_uri=settings.train_data,
                 predict_data_uri=settings.predict_data,
                 mlflow_tracking_uri=tracking_uri,
@@ -205,8 +207,16 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
     model_dir = Path(outputs["model"].path)
     evaluation = Evaluation.read(Path(outputs["evaluation"].path))
     # KFP returns no outputs from under dsl.If: the baseline's report is where kfp.local puts
-    # the second evaluate task's output, beside the CNN's.
-    baseline_report = Path(outputs["evaluation"].path).parents[1] / "evaluate-model-2" / "report"
+    # the output of the task displayed as "evaluate baseline", beside the CNN's.
+    run_root = Path(outputs["evaluation"].path).parents[1]
+    baseline_report = next(
+        (
+            run_root / task / "report"
+            for task in tasks_of(identities, "evaluate baseline")
+            if (run_root / task / "report").is_file()
+        ),
+        run_root / "no-baseline",
+    )
     return RunSummary(
         accuracy=held_out_accuracy(submission, settings.predict_labels)
         if settings.predict_labels

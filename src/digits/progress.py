@@ -331,40 +331,79 @@ def _describe_collect(record: TaskRecord) -> str:
     return f"{int(submission['rows']):,} predictions with {submission.get('predicted_with', '?')}"
 
 
-# The DAG's second evaluate and register tasks are the baseline's (pipelines/digits_pipeline.py
-# defines the CNN's first); kfp.local names tasks, not display names, in its logs.
+# Labels by the step's function (the same in every DAG), and by display name where one task of a
+# function is not like the others (the baseline's evaluate, register and gate).
 STEP_LABELS: dict[str, StepLabel] = {
-    "evaluate-model-2": StepLabel("baseline eval", _describe_evaluate),
-    "register-model-2": StepLabel("baseline run", lambda record: _describe_register(record)),
-    "ingest-csv": StepLabel("ingest", _describe_ingest),
-    "validate-data": StepLabel("validate", _describe_validate),
-    "normalize-and-split": StepLabel("split", _describe_split),
-    "train-model": StepLabel("train", _describe_train),
-    "train-baseline": StepLabel("baseline fit", _describe_baseline),
-    "evaluate-model": StepLabel("evaluate", _describe_evaluate),
-    "register-model": StepLabel("register", _describe_register),
-    "promote-model": StepLabel("promote", _describe_promote),
-    "plan-prediction-shards": StepLabel("plan shards", lambda r: ""),
-    "fingerprint-source": StepLabel(
+    "fingerprint_source": StepLabel(
         "fingerprint", lambda r: str(r.parameters.get("Output", ""))[:40]
     ),
-    "batch-predict": StepLabel("predict", _describe_predict),
-    "collect-predictions": StepLabel("collect", _describe_collect),
+    "ingest_csv": StepLabel("ingest", _describe_ingest),
+    "validate_data": StepLabel("validate", _describe_validate),
+    "normalize_and_split": StepLabel("split", _describe_split),
+    "train_model": StepLabel("train", _describe_train),
+    "train_baseline": StepLabel("baseline fit", _describe_baseline),
+    "evaluate_model": StepLabel("evaluate", _describe_evaluate),
+    "register_model": StepLabel("register", _describe_register),
+    "promote_model": StepLabel("promote", _describe_promote),
+    "plan_prediction_shards": StepLabel("plan shards", lambda r: ""),
+    "batch_predict": StepLabel("predict", _describe_predict),
+    "collect_predictions": StepLabel("collect", _describe_collect),
+    "evaluate baseline": StepLabel("baseline eval", _describe_evaluate),
+    "register baseline": StepLabel("baseline run", _describe_register),
+    "promote baseline": StepLabel("baseline gate", _describe_promote),
 }
 
 
-def step_label(task: str) -> StepLabel:
-    """``ingest-csv-2`` -> the ingest label; unknown tasks keep their own name."""
-    if task in STEP_LABELS:
-        return STEP_LABELS[task]
-    base = re.sub(r"-\d+$", "", task)
-    return STEP_LABELS.get(base, StepLabel(task, lambda record: ""))
+@dataclass(frozen=True)
+class TaskIdentity:
+    """What a kfp.local task name stands for in the DAG."""
+
+    display_name: str  # taskInfo.name: set_display_name's, else the task name
+    function: str  # the component's Python function, e.g. "evaluate_model"
+
+
+def task_identities(pipeline) -> dict[str, TaskIdentity]:
+    """Task name -> identity for every container task of a built pipeline (sub-DAGs included).
+
+    kfp.local names tasks as the compiler does (``evaluate-model-2``); those names change with
+    the DAG, so the report and the summary look tasks up here instead of guessing them.
+    """
+    from google.protobuf import json_format
+
+    spec = json_format.MessageToDict(pipeline.pipeline_spec)
+    executors = spec["deploymentSpec"]["executors"]
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    identities = {}
+    for dag in dags:
+        for name, task in dag["tasks"].items():
+            label = spec["components"][task["componentRef"]["name"]].get("executorLabel")
+            if label is None:
+                continue
+            args = executors[label]["container"].get("args", [])
+            function = args[args.index("--function_to_execute") + 1]
+            identities[name] = TaskIdentity(task["taskInfo"]["name"], function)
+    return identities
+
+
+def tasks_of(identities: dict[str, TaskIdentity], display_name: str) -> list[str]:
+    """The task names whose display name is ``display_name``."""
+    return [name for name, task in identities.items() if task.display_name == display_name]
+
+
+def step_label(task: str, identities: dict[str, TaskIdentity] | None = None) -> StepLabel:
+    """The label of a task: by display name, else by function; unknown tasks keep their name."""
+    identity = (identities or {}).get(task)
+    if identity is None:  # no DAG given: the compiler's task name for the function
+        identity = TaskIdentity(task, re.sub(r"-\d+$", "", task).replace("-", "_"))
+    return STEP_LABELS.get(
+        identity.display_name, STEP_LABELS.get(identity.function, StepLabel(task, lambda r: ""))
+    )
 
 
 class StepReporter:
     """Prints one line per finished step and a live bar while the model trains."""
 
-    def __init__(self, console):
+    def __init__(self, console, identities: dict[str, TaskIdentity] | None = None):
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -374,6 +413,7 @@ class StepReporter:
         )
 
         self.console = console
+        self.identities = identities or {}
         self._progress = Progress(
             TextColumn("  [bold]train[/]"),
             BarColumn(),
@@ -398,8 +438,9 @@ class StepReporter:
         self._progress.update(self._bar, completed=epoch, total=epochs, figures=figures)
 
     def retrying(self, task: str, attempt: str, delay: str) -> None:
+        title = step_label(task, self.identities).title
         self.console.print(
-            f"  [yellow]↻[/] {step_label(task).title:<13} attempt {attempt} failed; "
+            f"  [yellow]↻[/] {title:<13} attempt {attempt} failed; "
             f"retrying in {float(delay):.0f} s (the pipeline's retry policy)",
             highlight=False,
         )
@@ -408,7 +449,7 @@ class StepReporter:
         if self._bar is not None:
             self._progress.stop()
             self._bar = None
-        label = step_label(record.name)
+        label = step_label(record.name, self.identities)
         if record.status == CACHED:
             self.console.print(
                 f"[green]↺[/] {label.title:<13} reused from the cache (same content and settings)",
