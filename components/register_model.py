@@ -6,7 +6,6 @@ answer. The logging itself lives in :mod:`digits.run_logging`.
 """
 
 import json
-from pathlib import Path
 
 from digits.artifacts import TRAINING_FILENAME
 from digits.run_logging import Registration, RunRecord
@@ -101,6 +100,7 @@ def component(image: str):
     ):
         """Log the run to MLflow and register a model version (a retry returns the same one)."""
         from collections import namedtuple
+        from pathlib import Path
 
         from digits.components.register_model import register_model as run
         from digits.run_logging import RunRecord

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from digits.config import DEFAULT_RECIPE, RECIPES
+from digits.options import COMPILE_OPTIONS, run_options, with_options
 
 
 class Runner(StrEnum):
@@ -23,55 +23,20 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
 @app.command()
+@with_options(run_options(), into="parameters")
 def run(
-    data: Annotated[str | None, typer.Option(help="Labeled train CSV (path or URL).")] = None,
-    predict_data: Annotated[
-        str | None, typer.Option(help="Unlabeled test CSV to score (path or URL).")
-    ] = None,
+    parameters: dict | None = None,
     predict_labels: Annotated[
         str | None,
-        typer.Option(help="ImageId,Label file to score the predictions against."),
+        typer.Option(
+            help="ImageId,Label file to score the predictions against; default: the bundled "
+            "labels when the bundled test.csv is predicted."
+        ),
     ] = None,
-    recipe: Annotated[
-        str, typer.Option(help=f"Training recipe: {', '.join(sorted(RECIPES))}.")
-    ] = DEFAULT_RECIPE,
-    epochs: Annotated[int, typer.Option(help="Training epochs; 0: the recipe's.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Training batch size; 0: the recipe's.")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of weights, order and augmentation.")] = 2,
-    checkpoint_dir: Annotated[
-        Path | None,
-        typer.Option(help="Checkpoint every epoch here; rerun with it to resume a killed run."),
-    ] = None,
-    max_rejected_fraction: Annotated[
-        float, typer.Option(help="Share of invalid rows to drop before failing the run.")
-    ] = 0.0,
     output_dir: Annotated[
-        Path, typer.Option(help="Pipeline root and default MLflow store.")
+        Path,
+        typer.Option(help="Pipeline root, task logs, kfp.local's cache, default MLflow store."),
     ] = Path("local_runs"),
-    mlflow_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI; default: SQLite under --output-dir.")
-    ] = None,
-    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "digits",
-    model_name: Annotated[str, typer.Option(help="MLflow registered model.")] = "digits-cnn",
-    run_name: Annotated[
-        str, typer.Option(help="MLflow run name; default: the recipe and what differs from it.")
-    ] = "",
-    promotion_margin: Annotated[
-        float, typer.Option(help="Accuracy the new model must gain over the champion.")
-    ] = 0.0,
-    max_recall_drop: Annotated[
-        float, typer.Option(help="Largest per-digit recall drop a new champion may have.")
-    ] = 0.005,
-    predict_model_uri: Annotated[
-        str, typer.Option(help="MLflow model URI to predict with; default: models:/NAME@champion.")
-    ] = "",
-    predict_shards: Annotated[int, typer.Option(help="Parallel prediction shards.")] = 1,
-    baseline: Annotated[
-        bool, typer.Option(help="Fit the scikit-learn baseline beside the CNN (own MLflow run).")
-    ] = True,
-    baseline_candidate: Annotated[
-        bool, typer.Option(help="Register the baseline too and let it meet the promotion gate.")
-    ] = False,
     summary_json: Annotated[
         Path | None, typer.Option(help="Also write the summary here as JSON.")
     ] = None,
@@ -100,45 +65,33 @@ def run(
         typer.Option(help="--runner docker: GPUs for the containers, 'all' or a count."),
     ] = None,
 ) -> None:
-    """Run the whole pipeline locally (kfp.local) on the bundled sample or your own CSVs."""
+    """Run the whole pipeline locally (kfp.local) on the bundled sample or your own CSVs.
+
+    Every pipeline parameter with a `digits run` option (digits.config.RUN_PARAMETERS) is one
+    of the options below; the others take their defaults.
+    """
     from digits.config import resolve_recipe
     from digits.errors import DockerRunError, PipelineStepError, RecipeError
     from digits.local_run import DockerSettings, LocalRunSettings, run_locally
 
     try:  # fail before the pipeline starts, not in its train task
-        resolve_recipe(recipe, epochs=epochs, batch_size=batch_size, seed=seed)
+        resolve_recipe(
+            parameters["recipe"],
+            epochs=parameters["epochs"],
+            batch_size=parameters["batch_size"],
+            seed=parameters["seed"],
+        )
     except RecipeError as error:
         _refuse("run", f"--recipe: {error}")
     if runner is Runner.subprocess and (image or train_image or gpus):
         _refuse("run", "--image, --train-image and --gpus need --runner docker")
     if gpus is not None and gpus != "all" and not (gpus.isdigit() and int(gpus) > 0):
         _refuse("run", f"--gpus {gpus!r}: expected 'all' or a positive count")
-    _check_local_inputs(data, predict_data, predict_labels, checkpoint_dir, output_dir)
-    defaults = LocalRunSettings()
-    own_test_data = predict_data is not None
-    settings = replace(
-        defaults,
-        train_data=data or defaults.train_data,
-        predict_data=predict_data or defaults.predict_data,
-        # The bundled labels only fit the bundled test.csv.
-        predict_labels=predict_labels or (None if own_test_data else defaults.predict_labels),
+    _check_local_inputs(parameters, predict_labels, output_dir)
+    settings = LocalRunSettings(
+        arguments=parameters,
+        predict_labels=predict_labels,
         output_dir=output_dir,
-        mlflow_uri=mlflow_uri,
-        experiment_name=experiment,
-        registered_model_name=model_name,
-        max_rejected_fraction=max_rejected_fraction,
-        recipe=recipe,
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=seed,
-        checkpoint_dir=checkpoint_dir,
-        run_name=run_name,
-        promotion_margin=promotion_margin,
-        max_recall_drop=max_recall_drop,
-        predict_model_uri=predict_model_uri,
-        predict_shards=predict_shards,
-        train_baseline=baseline,
-        baseline_candidate=baseline_candidate,
         verbose=verbose,
         cache=cache,
         docker=DockerSettings(image=image, train_image=train_image, gpus=gpus)
@@ -157,50 +110,30 @@ def run(
         raise typer.Exit(1) from None
     if summary_json:
         summary.write_json(summary_json)
-
-    held_out = "n/a (no labels)" if summary.accuracy is None else f"{summary.accuracy:.2%}"
-    rows = [
-        ("held-out accuracy", held_out),
-        ("validation accuracy", f"{summary.validation_accuracy:.2%}"),
-        (
-            "baseline (sklearn)",
-            "not run"
-            if summary.baseline_validation_accuracy is None
-            else f"{summary.baseline_validation_accuracy:.2%} validation accuracy",
-        ),
-        ("model version", f"{summary.model_name} v{summary.model_version}"),
-        ("promotion", summary.promotion_decision),
-        ("predicted with", summary.predicted_with),
-        ("predictions", summary.predictions_path),
-        ("model", summary.model_path),
-        ("MLflow run", summary.mlflow_run_id),
-        ("MLflow UI", summary.mlflow_ui_command),
-        ("task logs", summary.logs_dir),
-        ("wall time", f"{summary.seconds:.0f} s"),
-    ]
-    # Plain lines, not a table: paths and the UI command must stay whole to be copied.
     typer.echo("\ndigits: local pipeline run finished")
-    for name, value in rows:
-        typer.echo(f"  {name:<20} {value}")
+    for line in summary.lines():
+        typer.echo(line)
 
 
-def _check_local_inputs(data, predict_data, predict_labels, checkpoint_dir, output_dir) -> None:
+def _check_local_inputs(parameters: dict, predict_labels, output_dir: Path) -> None:
     """Refuse, before anything runs, a local file that is missing or a folder in its place."""
+    from digits.config import run_parameter
     from digits.sources import is_remote
 
-    for option, value in (
-        ("--data", data),
-        ("--predict-data", predict_data),
-        ("--predict-labels", predict_labels),
-    ):
+    files = [
+        (run_parameter(name).option, parameters[name])
+        for name in ("train_data_uri", "predict_data_uri")
+    ]
+    for option, value in [*files, ("--predict-labels", predict_labels)]:
         if value is None or is_remote(value):
             continue
         path = Path(value.removeprefix("file://"))
         if not path.is_file():
             problem = "is a folder" if path.is_dir() else "does not exist"
             _refuse("run", f"{option} {value} {problem}; pass a CSV file (path or URL)")
+    checkpoint_dir = parameters["checkpoint_dir"]
     for option, folder in (("--checkpoint-dir", checkpoint_dir), ("--output-dir", output_dir)):
-        if folder is not None and folder.exists() and not folder.is_dir():
+        if folder and Path(folder).exists() and not Path(folder).is_dir():
             _refuse("run", f"{option} {folder} is a file; pass a folder (created when missing)")
 
 
@@ -388,36 +321,6 @@ def deploy(
     typer.echo(f"digits deploy: {outcome.summary()}", err=True)
 
 
-# Compile options, shared by `compile` and `submit` (which compiles when given no --package).
-ImageOption = Annotated[str | None, typer.Option(help="Image of the CPU steps.")]
-TrainImageOption = Annotated[str | None, typer.Option(help="Image of the GPU training step.")]
-GpuNodeSelectorOption = Annotated[
-    list[str] | None, typer.Option(help="KEY=VALUE label of the GPU node pool (repeatable).")
-]
-GpuTolerationOption = Annotated[
-    list[str] | None,
-    typer.Option(help="KEY[=VALUE][:EFFECT] taint of the GPU node pool (repeatable)."),
-]
-GpusOption = Annotated[int, typer.Option(help="nvidia.com/gpu limit of the training task.")]
-TrainCpuOption = Annotated[str | None, typer.Option(help="CPU request of the training task.")]
-TrainCpuLimitOption = Annotated[str | None, typer.Option(help="CPU limit of the training task.")]
-TrainMemoryOption = Annotated[
-    str | None, typer.Option(help="Memory request = limit of the training task, e.g. 16G.")
-]
-StepCpuOption = Annotated[str | None, typer.Option(help="CPU request of each CPU step.")]
-StepCpuLimitOption = Annotated[str | None, typer.Option(help="CPU limit of each CPU step.")]
-StepMemoryOption = Annotated[
-    str | None, typer.Option(help="Memory request = limit of each CPU step, e.g. 4G.")
-]
-MlflowSecretOption = Annotated[
-    str | None,
-    typer.Option(
-        help="Kubernetes Secret with MLFLOW_TRACKING_USERNAME/PASSWORD for the MLflow steps "
-        "(optional at run time)."
-    ),
-]
-
-
 @app.command()
 def validate(
     file: Annotated[str, typer.Argument(help="CSV to check (path or URL; .gz and .zip too).")],
@@ -450,32 +353,23 @@ def validate(
 
 
 @app.command(name="compile")
+@with_options(COMPILE_OPTIONS, into="cluster")
 def compile_(
     output: Annotated[Path, typer.Option(help="Where to write the KFP IR YAML.")] = Path(
         "pipeline.yaml"
     ),
-    image: ImageOption = None,
-    train_image: TrainImageOption = None,
-    gpu_node_selector: GpuNodeSelectorOption = None,
-    gpu_toleration: GpuTolerationOption = None,
-    gpus: GpusOption = 1,
-    train_cpu: TrainCpuOption = None,
-    train_cpu_limit: TrainCpuLimitOption = None,
-    train_memory: TrainMemoryOption = None,
-    step_cpu: StepCpuOption = None,
-    step_cpu_limit: StepCpuLimitOption = None,
-    step_memory: StepMemoryOption = None,
-    mlflow_secret: MlflowSecretOption = None,
+    cluster: dict | None = None,
 ) -> None:
     """Compile the pipeline to KFP v2 IR YAML for a cluster."""
     from digits.pipelines.digits_pipeline import compile_pipeline
 
-    settings = _cluster_settings(**_compile_options(locals()))
+    settings = _cluster_settings(**cluster)
     compile_pipeline(output, settings)
     typer.echo(f"wrote {output}")
 
 
 @app.command()
+@with_options(COMPILE_OPTIONS, into="cluster")
 def submit(
     host: Annotated[str, typer.Option(help="KFP API / UI address, e.g. http://localhost:8080.")],
     package: Annotated[
@@ -511,18 +405,7 @@ def submit(
     ] = None,
     poll_seconds: Annotated[float, typer.Option(help="--wait: seconds between polls.")] = 10.0,
     timeout: Annotated[float, typer.Option(help="--wait: give up after SECONDS.")] = 86400.0,
-    image: ImageOption = None,
-    train_image: TrainImageOption = None,
-    gpu_node_selector: GpuNodeSelectorOption = None,
-    gpu_toleration: GpuTolerationOption = None,
-    gpus: GpusOption = 1,
-    train_cpu: TrainCpuOption = None,
-    train_cpu_limit: TrainCpuLimitOption = None,
-    train_memory: TrainMemoryOption = None,
-    step_cpu: StepCpuOption = None,
-    step_cpu_limit: StepCpuLimitOption = None,
-    step_memory: StepMemoryOption = None,
-    mlflow_secret: MlflowSecretOption = None,
+    cluster: dict | None = None,
 ) -> None:
     """Create a run on a Kubeflow Pipelines cluster; print its id and UI link."""
     import tempfile
@@ -537,7 +420,7 @@ def submit(
     with tempfile.TemporaryDirectory() as scratch:
         if package is None and version is None:
             package = compile_pipeline(
-                Path(scratch) / "pipeline.yaml", _cluster_settings(**_compile_options(locals()))
+                Path(scratch) / "pipeline.yaml", _cluster_settings(**cluster)
             )
         request = SubmitRequest(
             host=host.rstrip("/"),
@@ -596,6 +479,7 @@ VersionOption = Annotated[
 
 
 @app.command()
+@with_options(COMPILE_OPTIONS, into="cluster")
 def upload(
     host: HostOption,
     name: Annotated[
@@ -605,18 +489,7 @@ def upload(
     package: PackageOption = None,
     token: TokenOption = None,
     namespace: NamespaceOption = None,
-    image: ImageOption = None,
-    train_image: TrainImageOption = None,
-    gpu_node_selector: GpuNodeSelectorOption = None,
-    gpu_toleration: GpuTolerationOption = None,
-    gpus: GpusOption = 1,
-    train_cpu: TrainCpuOption = None,
-    train_cpu_limit: TrainCpuLimitOption = None,
-    train_memory: TrainMemoryOption = None,
-    step_cpu: StepCpuOption = None,
-    step_cpu_limit: StepCpuLimitOption = None,
-    step_memory: StepMemoryOption = None,
-    mlflow_secret: MlflowSecretOption = None,
+    cluster: dict | None = None,
 ) -> None:
     """Upload the pipeline as a named version (the pipeline is created when absent).
 
@@ -634,7 +507,7 @@ def upload(
             version = version or default_version_name()
             if package is None:
                 package = compile_pipeline(
-                    Path(scratch) / "pipeline.yaml", _cluster_settings(**_compile_options(locals()))
+                    Path(scratch) / "pipeline.yaml", _cluster_settings(**cluster)
                 )
             uploaded = upload_version(KfpTarget(host, token, namespace), package, name, version)
         except SubmitError as error:
@@ -645,6 +518,7 @@ def upload(
 
 
 @app.command()
+@with_options(COMPILE_OPTIONS, into="cluster")
 def schedule(
     host: HostOption,
     cron: Annotated[
@@ -688,18 +562,7 @@ def schedule(
     package: PackageOption = None,
     token: TokenOption = None,
     namespace: NamespaceOption = None,
-    image: ImageOption = None,
-    train_image: TrainImageOption = None,
-    gpu_node_selector: GpuNodeSelectorOption = None,
-    gpu_toleration: GpuTolerationOption = None,
-    gpus: GpusOption = 1,
-    train_cpu: TrainCpuOption = None,
-    train_cpu_limit: TrainCpuLimitOption = None,
-    train_memory: TrainMemoryOption = None,
-    step_cpu: StepCpuOption = None,
-    step_cpu_limit: StepCpuLimitOption = None,
-    step_memory: StepMemoryOption = None,
-    mlflow_secret: MlflowSecretOption = None,
+    cluster: dict | None = None,
 ) -> None:
     """Retrain on a schedule: a recurring run pinned to an uploaded pipeline version.
 
@@ -744,7 +607,7 @@ def schedule(
         with tempfile.TemporaryDirectory() as scratch:
             if package is None:
                 package = compile_pipeline(
-                    Path(scratch) / "pipeline.yaml", _cluster_settings(**_compile_options(locals()))
+                    Path(scratch) / "pipeline.yaml", _cluster_settings(**cluster)
                 )
             result = create_schedule(
                 ScheduleRequest(
@@ -778,26 +641,6 @@ def _time_zone(name: str):
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise typer.BadParameter(f"{name!r}: not a time zone, e.g. UTC or Europe/Paris") from None
-
-
-_COMPILE_OPTIONS = (
-    "image",
-    "train_image",
-    "gpu_node_selector",
-    "gpu_toleration",
-    "gpus",
-    "train_cpu",
-    "train_cpu_limit",
-    "train_memory",
-    "step_cpu",
-    "step_cpu_limit",
-    "step_memory",
-    "mlflow_secret",
-)
-
-
-def _compile_options(values: dict) -> dict:
-    return {name: values[name] for name in _COMPILE_OPTIONS}
 
 
 def _cluster_settings(

@@ -9,11 +9,13 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
-from digits.config import DEFAULT_RECIPE
+from digits.config import RUN_PARAMETERS
 from digits.errors import DockerRunError
 
 
@@ -33,38 +35,54 @@ class DockerSettings:
 
 @dataclass(frozen=True)
 class LocalRunSettings:
-    """Inputs of one local run; the defaults run the bundled sample end to end."""
+    """One local run: pipeline arguments, and what only a local run has.
 
-    train_data: str = field(default_factory=lambda: str(sample_data("train.csv.gz")))
-    predict_data: str = field(default_factory=lambda: str(sample_data("test.csv.gz")))
-    predict_labels: str | None = field(
-        default_factory=lambda: str(sample_data("test_labels.csv.gz"))
-    )
+    ``arguments`` are named as :data:`digits.config.RUN_PARAMETERS`; one left out (or None)
+    takes its local default: the bundled sample's CSVs, a SQLite MLflow store inside
+    ``output_dir``, else the pipeline's own default.
+    """
+
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+    # ImageId,Label to score the submission against; default: the bundled labels, when the
+    # bundled test.csv is predicted.
+    predict_labels: str | None = None
     output_dir: Path = Path("local_runs")
-    mlflow_uri: str | None = None  # default: a SQLite store inside output_dir
-    experiment_name: str = "digits"
-    registered_model_name: str = "digits-cnn"
-    max_rejected_fraction: float = 0.0
-    validation_fraction: float = 0.1
-    split_seed: int = 2
-    recipe: str = DEFAULT_RECIPE
-    epochs: int = 0  # 0: the recipe's own
-    batch_size: int = 0  # 0: the recipe's own
-    seed: int = 2
-    # The run's checkpoint folder itself; a run killed in training resumes from it when rerun.
-    checkpoint_dir: Path | None = None
-    run_name: str = ""  # MLflow run name; default: the recipe and the settings that differ
-    promotion_margin: float = 0.0
-    max_recall_drop: float = 0.005
-    predict_model_uri: str = ""  # default: the registered model's champion
-    predict_shards: int = 1
-    train_baseline: bool = True  # the scikit-learn baseline beside the CNN, its own MLflow run
-    baseline_candidate: bool = False  # let the baseline meet the promotion gate too
     verbose: bool = False  # stream every task's output instead of the step report
     # kfp.local's task cache under output_dir, keyed as a cluster keys it: the data steps of a
     # rerun on unchanged files are reused; changed content behind the same path is read again.
     cache: bool = True
     docker: DockerSettings | None = None  # None: every task runs in this Python environment
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.arguments) - {p.name for p in RUN_PARAMETERS})
+        if unknown:
+            raise ValueError(f"not pipeline parameters: {', '.join(unknown)}")
+
+    @property
+    def uses_local_store(self) -> bool:
+        return not self.arguments.get("mlflow_tracking_uri")
+
+    def pipeline_arguments(self) -> dict[str, Any]:
+        """Every pipeline parameter's value for this run."""
+        given = {name: value for name, value in self.arguments.items() if value is not None}
+        arguments = {p.name: p.default for p in RUN_PARAMETERS if not p.required} | given
+        arguments.setdefault("train_data_uri", str(sample_data("train.csv.gz")))
+        arguments.setdefault("predict_data_uri", str(sample_data("test.csv.gz")))
+        if self.uses_local_store:
+            tracking_uri, artifact_location = local_mlflow_store(self.output_dir)
+            arguments["mlflow_tracking_uri"] = tracking_uri
+            arguments["mlflow_artifact_location"] = artifact_location
+        if arguments["checkpoint_dir"]:
+            arguments["checkpoint_dir"] = str(Path(arguments["checkpoint_dir"]).resolve())
+        return arguments
+
+    def labels(self) -> str | None:
+        """The held-out labels to score against; the bundled ones fit only the bundled test.csv."""
+        if self.predict_labels:
+            return self.predict_labels
+        if self.arguments.get("predict_data_uri") is None:
+            return str(sample_data("test_labels.csv.gz"))
+        return None
 
 
 @dataclass(frozen=True)
@@ -90,6 +108,30 @@ class RunSummary:
     def write_json(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(asdict(self), indent=2))
+
+    def lines(self) -> list[str]:
+        """The summary as plain lines (not a table: paths and commands stay whole to copy)."""
+        held_out = "n/a (no labels)" if self.accuracy is None else f"{self.accuracy:.2%}"
+        baseline = (
+            "not run"
+            if self.baseline_validation_accuracy is None
+            else f"{self.baseline_validation_accuracy:.2%} validation accuracy"
+        )
+        rows = [
+            ("held-out accuracy", held_out),
+            ("validation accuracy", f"{self.validation_accuracy:.2%}"),
+            ("baseline (sklearn)", baseline),
+            ("model version", f"{self.model_name} v{self.model_version}"),
+            ("promotion", self.promotion_decision),
+            ("predicted with", self.predicted_with),
+            ("predictions", self.predictions_path),
+            ("model", self.model_path),
+            ("MLflow run", self.mlflow_run_id),
+            ("MLflow UI", self.mlflow_ui_command),
+            ("task logs", self.logs_dir),
+            ("wall time", f"{self.seconds:.0f} s"),
+        ]
+        return [f"  {name:<20} {value}" for name, value in rows]
 
 
 def local_mlflow_store(output_dir: Path) -> tuple[str, str]:
@@ -122,22 +164,24 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
     console = console or Console(file=sys.stdout, highlight=False)
     logs_dir = settings.output_dir.resolve() / "logs"
     pipeline_root = settings.output_dir.resolve() / "pipeline_root"
-    if settings.mlflow_uri:
-        tracking_uri, artifact_location = settings.mlflow_uri, ""
-    else:
-        tracking_uri, artifact_location = local_mlflow_store(settings.output_dir)
+    arguments = settings.pipeline_arguments()
+    tracking_uri = arguments["mlflow_tracking_uri"]
 
     # Task subprocesses inherit this: TensorFlow's C++ start-up chatter buries the task logs.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if settings.docker is None:
         runner, cluster = local.SubprocessRunner(use_venv=False), ClusterSettings()
     else:
-        local_paths = [settings.train_data, settings.predict_data, settings.predict_model_uri]
+        local_paths = [
+            arguments["train_data_uri"],
+            arguments["predict_data_uri"],
+            arguments["predict_model_uri"],
+        ]
         if tracking_uri.startswith("sqlite:///"):
             local_paths.append(str(settings.output_dir.resolve() / "mlflow"))
-        if settings.checkpoint_dir:
-            settings.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-            local_paths.append(str(settings.checkpoint_dir))
+        if arguments["checkpoint_dir"]:
+            Path(arguments["checkpoint_dir"]).mkdir(parents=True, exist_ok=True)
+            local_paths.append(arguments["checkpoint_dir"])
         runner, cluster = docker_runner(settings.docker, local_paths)
     local.init(
         runner=runner,
@@ -163,31 +207,7 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
         warnings.filterwarnings("ignore", message=".*non-Python base image.*")
         warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
         try:
-            run = pipeline(
-                train_data_uri=settings.train_data,
-                predict_data_uri=settings.predict_data,
-                mlflow_tracking_uri=tracking_uri,
-                mlflow_artifact_location=artifact_location,
-                experiment_name=settings.experiment_name,
-                registered_model_name=settings.registered_model_name,
-                max_rejected_fraction=settings.max_rejected_fraction,
-                validation_fraction=settings.validation_fraction,
-                split_seed=settings.split_seed,
-                recipe=settings.recipe,
-                epochs=settings.epochs,
-                batch_size=settings.batch_size,
-                seed=settings.seed,
-                checkpoint_dir=str(settings.checkpoint_dir.resolve())
-                if settings.checkpoint_dir
-                else "",
-                run_name=settings.run_name,
-                promotion_margin=settings.promotion_margin,
-                max_recall_drop=settings.max_recall_drop,
-                predict_model_uri=settings.predict_model_uri,
-                predict_shards=settings.predict_shards,
-                train_baseline=settings.train_baseline,
-                baseline_candidate=settings.baseline_candidate,
-            )
+            run = pipeline(**arguments)
         except RuntimeError as error:  # kfp.local: a task failed
             router.finish_pending()
             failed = router.failed_task()
@@ -218,15 +238,13 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
         run_root / "no-baseline",
     )
     return RunSummary(
-        accuracy=held_out_accuracy(submission, settings.predict_labels)
-        if settings.predict_labels
-        else None,
+        accuracy=held_out_accuracy(submission, settings.labels()) if settings.labels() else None,
         validation_accuracy=evaluation.accuracy,
         baseline_validation_accuracy=Evaluation.read(baseline_report).accuracy
         if baseline_report.is_file()
         else None,
         mlflow_run_id=outputs["mlflow_run_id"],
-        model_name=settings.registered_model_name,
+        model_name=arguments["registered_model_name"],
         model_version=outputs["model_version"],
         promotion_decision=outputs["promotion_decision"],
         predicted_with=outputs["predicted_with"],
@@ -235,7 +253,7 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
         mlflow_tracking_uri=tracking_uri,
         mlflow_ui_command=(
             f"digits ui --output-dir {settings.output_dir}"
-            if not settings.mlflow_uri
+            if settings.uses_local_store
             else tracking_uri
         ),
         pipeline_root=str(pipeline_root),
