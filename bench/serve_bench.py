@@ -340,7 +340,9 @@ def main() -> None:
             [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager",
              "local", "--host", "127.0.0.1", "--port", str(mlflow_port)],
             "/ping", mlflow_port, work / "mlflow.log",
-            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+            # It starts `uvicorn` by name: the venv's bin must be on PATH.
+            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri,
+                 "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"},
         )  # fmt: skip
         try:
             digits_path, mlflow_path = f"/v2/models/{NAME}/infer", "/invocations"

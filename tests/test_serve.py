@@ -282,6 +282,27 @@ def test_v1_uint8_rows_and_fp32_images_match_v2(cnn_server, cnn, sample_pixels):
     np.testing.assert_allclose(fp32_data, v2, rtol=0, atol=1e-6)
 
 
+def test_concurrent_requests_each_get_their_own_digits(cnn_server, sample_pixels):
+    """Requests arriving together share model calls; each answer holds its own rows."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pixels = sample_pixels[:120]
+    whole = np.reshape(cnn_server.v2(pixels).json["outputs"][0]["data"], (-1, 10))
+    sizes = [1, 2, 3, 4, 5, 6, 7, 8] * 3 + [12]  # 120 rows in 25 requests
+    starts = np.cumsum([0, *sizes[:-1]])
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(
+            pool.map(lambda part: cnn_server.v2(pixels[part[0] : part[0] + part[1]]),
+                     zip(starts, sizes, strict=True))
+        )  # fmt: skip
+
+    for start, size, answer in zip(starts, sizes, answers, strict=True):
+        assert answer.status == 200, answer.text
+        served = np.reshape(answer.json["outputs"][0]["data"], (-1, 10))
+        np.testing.assert_allclose(served, whole[start : start + size], rtol=0, atol=1e-6)
+
+
 def _v2_body(datatype="UINT8", shape=(1, 784), data=None) -> dict:
     data = [0] * 784 if data is None else data
     tensor = {"name": MARKER, "datatype": datatype, "shape": list(shape), "data": data}
@@ -551,7 +572,7 @@ def test_canary_when_an_older_version_is_served_and_promote_sends_all(
 
 
 def test_the_default_tracking_uri_is_the_pipelines():
-    from digits.pipelines.digits_pipeline import DEFAULT_MLFLOW_URI
+    from digits.config import DEFAULT_MLFLOW_URI
 
     assert DeploySettings().mlflow_uri == DEFAULT_MLFLOW_URI
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from digits.config import DEFAULT_MLFLOW_URI
 from digits.errors import ServingError
 from digits.pipelines.placement import MLFLOW_CREDENTIAL_KEYS, ClusterSettings, Resources
 from digits.registry import ModelVersionRef
@@ -36,7 +37,7 @@ class DeploySettings:
     namespace: str = "kubeflow"
     image: str = field(default_factory=lambda: ClusterSettings().image)
     # The tracking server as the predictor pod reaches it (the pipeline's default, in-cluster).
-    mlflow_uri: str = "http://mlflow.mlflow.svc.cluster.local:5000"
+    mlflow_uri: str = DEFAULT_MLFLOW_URI
     mlflow_secret: str = field(default_factory=lambda: ClusterSettings().mlflow_secret)
     canary_percent: int = 10
     resources: Resources = Resources(cpu_request="1", cpu_limit="2", memory="2Gi")

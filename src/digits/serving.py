@@ -220,6 +220,7 @@ class DigitsModel(kserve.Model):
         self._loader = loader
         self._reload_lock = threading.Lock()
         self.max_batch = max_batch
+        self._batcher = _Batcher(max_images=max(max_batch, 512))
         self.served = loader()
         super().__init__(self.served.ref.name, return_response_headers=True)
         self.ready = True
@@ -246,7 +247,7 @@ class DigitsModel(kserve.Model):
                          reason)  # fmt: skip
             return old.version, fresh.ref.version
 
-    def predict(self, payload, headers=None, response_headers=None):
+    async def predict(self, payload, headers=None, response_headers=None):
         served = self.served  # this request's version, whatever a reload does meanwhile
         if isinstance(payload, InferRequest):
             images = images_from_v2(payload, self.max_batch)
@@ -254,7 +255,7 @@ class DigitsModel(kserve.Model):
             images = images_from_v1(payload, self.max_batch)
         else:
             raise InvalidInput(f"the body is not a JSON object: {v1_expected(self.max_batch)}")
-        probabilities = np.asarray(served.predict(images), dtype=np.float32)
+        probabilities = np.asarray(await self._batcher.run(served, images), dtype=np.float32)
         labels = probabilities.argmax(axis=1).astype(np.int64)
         if response_headers is not None:
             response_headers[VERSION_HEADER] = served.ref.version
@@ -306,6 +307,56 @@ class DigitsModel(kserve.Model):
                 "max_batch": self.max_batch,
             },
         }
+
+
+class _Batcher:
+    """Runs the model on every request queued while it was busy, in one call, off the event loop.
+
+    Nothing waits for a batch to fill: a lone request runs at once. Under concurrent requests,
+    those that arrive during a model call go into the next one together (up to ``max_images``
+    images), and the event loop parses new requests meanwhile. Each request gets its own rows
+    back; requests for different versions (around a reload) never share a call.
+    """
+
+    def __init__(self, max_images: int):
+        self.max_images = max_images
+        self.pending: list[tuple[ServedVersion, np.ndarray, asyncio.Future]] = []
+        self.draining = False
+
+    async def run(self, served: ServedVersion, images: np.ndarray) -> np.ndarray:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.pending.append((served, images, future))
+        if not self.draining:
+            self.draining = True
+            loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self.pending:
+                served = self.pending[0][0]
+                group, count = [], 0
+                while self.pending and self.pending[0][0] is served:
+                    if group and count + len(self.pending[0][1]) > self.max_images:
+                        break
+                    group.append(self.pending.pop(0))
+                    count += len(group[-1][1])
+                stacked = np.concatenate([images for _, images, _ in group])
+                try:
+                    probabilities = await asyncio.to_thread(served.predict, stacked)
+                except Exception as error:
+                    for _, _, future in group:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                start = 0
+                for _, images, future in group:
+                    if not future.done():  # a client that went away
+                        future.set_result(probabilities[start : start + len(images)])
+                    start += len(images)
+        finally:
+            self.draining = False
 
 
 class _Repository(kserve.ModelRepository):
