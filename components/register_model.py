@@ -95,6 +95,9 @@ def component(image: str):
         mlflow_timeout_s: float,
         pipeline_run_id: str,
         pipeline_run_name: str,
+        schedule_name: str = "",
+        pipeline_version: str = "",
+        scheduled_at: str = "",
     ) -> NamedTuple(
         "Outputs", mlflow_run_id=str, mlflow_experiment_id=str, model_version=str, model_uri=str
     ):
@@ -104,6 +107,7 @@ def component(image: str):
 
         from digits.components.register_model import register_model as run
         from digits.run_logging import RunRecord
+        from digits.tracking import schedule_tags
 
         record = RunRecord(
             model_dir=Path(model.path),
@@ -121,6 +125,7 @@ def component(image: str):
                 "split_seed": split_seed,
             },
             kfp_ui_url=kfp_ui_url,
+            schedule_tags=schedule_tags(schedule_name, pipeline_version, scheduled_at),
         )
         registration = run(
             record,

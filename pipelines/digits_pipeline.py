@@ -23,13 +23,14 @@ from digits.pipelines.stages import Steps, gate, register, validated_rows, with_
 from digits.tracking import PIPELINE_NAME
 
 
-def build_pipeline(settings: ClusterSettings | None = None):
-    """Return the ``@dsl.pipeline`` function, with images and GPU placement from ``settings``."""
+def build_pipeline(settings: ClusterSettings | None = None, for_kfp_local: bool = False):
+    """Return the ``@dsl.pipeline`` function, with images and GPU placement from ``settings``
+    (``for_kfp_local``: without what kfp.local cannot resolve, see ``stages.Steps``)."""
     from kfp import dsl
     from kfp.dsl import Artifact, Dataset, Model
 
     settings = settings or ClusterSettings()
-    steps = Steps(settings)
+    steps = Steps(settings, for_kfp_local)
 
     class PipelineOutputs(NamedTuple):
         submission: Dataset

@@ -17,6 +17,9 @@ class Steps:
     """Every component of the pipeline, built for the images of ``settings``."""
 
     settings: ClusterSettings
+    # kfp.local 2.17 fails on the schedule-time placeholder (IndexError resolving it), so a
+    # pipeline built for it passes "" instead: one-off local runs have no schedule time.
+    for_kfp_local: bool = False
 
     def __post_init__(self) -> None:
         from digits.components import (
@@ -130,6 +133,9 @@ def register(steps: Steps, p, trained, evaluation, split, train_rows, register_v
         mlflow_timeout_s=p.mlflow_timeout_s,
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         pipeline_run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        schedule_name=p.schedule_name,
+        pipeline_version=p.pipeline_version,
+        scheduled_at="" if steps.for_kfp_local else dsl.PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER,
     )
     # Writes to MLflow: never skip it on a cache hit; retry a flaky server.
     task.set_caching_options(False).set_retry(num_retries=3, backoff_duration="30s")

@@ -123,6 +123,9 @@ def test_ui_serves_the_local_store_that_digits_run_writes(tmp_path):
         (["--checkpoint-dir", "{tmp}/file"], "--checkpoint-dir {tmp}/file is a file"),
         (["--recipe", "quick"], "unknown training recipe 'quick'"),
         (["--gpus", "2"], "need --runner docker"),
+        (["--param", "epochs=3"], "--param epochs=3: use --epochs"),
+        (["--param", "split_seed=two"], "split_seed takes int"),
+        (["--param", "nope=1"], "'nope' is not a pipeline parameter"),
     ],
 )
 def test_run_checks_its_inputs_before_anything_starts(tmp_path, options, expected):

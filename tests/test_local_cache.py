@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow import MlflowClient
 
 from digits.local_run import sample_data
 
@@ -24,7 +25,7 @@ DIGITS = str(Path(sys.executable).with_name("digits"))
 MODEL = "test-local-cache-model"
 
 
-def _run(work: Path, train_csv: Path, test_csv: Path, mlflow_server: str):
+def _run(work: Path, train_csv: Path, test_csv: Path, mlflow_server: str, *extra: str):
     result = subprocess.run(
         [
             DIGITS, "run",
@@ -37,6 +38,7 @@ def _run(work: Path, train_csv: Path, test_csv: Path, mlflow_server: str):
             "--epochs", "1",
             "--no-baseline",
             "--summary-json", str(work / "summary.json"),
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -70,7 +72,9 @@ def test_cache_follows_the_content_behind_the_path(tmp_path, sample_train, mlflo
     assert _marks(first, "ingest") == _marks(first, "validate") == ["✓", "✓"], first
 
     sample_train.iloc[300:600].to_csv(train_csv, index=False)  # same path, other rows
-    second, second_summary = _run(work, train_csv, test_csv, mlflow_server)
+    # As a scheduled run of an uploaded version would be (KFP fills these on a cluster).
+    origin = ("--param", "schedule_name=nightly", "--param", "pipeline_version=0.2.0-3f2c1ab")
+    second, second_summary = _run(work, train_csv, test_csv, mlflow_server, *origin)
 
     # The changed file is read, validated, split and trained on again...
     assert _ran(second, "ingest", "train.csv") and _ran(second, "validate", "train.csv"), second
@@ -86,3 +90,16 @@ def test_cache_follows_the_content_behind_the_path(tmp_path, sample_train, mlflo
     source = json.loads((newest / "ingest-csv" / "dataset" / "source.json").read_text())
     assert source["sha256"] == hashlib.sha256(train_csv.read_bytes()).hexdigest()
     assert source["fingerprint"] == f"sha256:{source['sha256']}"
+
+    # The schedule and the version are on the MLflow run and the model version; kfp.local leaves
+    # the schedule-time placeholder unresolved, so that tag is absent.
+    client = MlflowClient(mlflow_server)
+    run = client.get_run(second_summary["mlflow_run_id"])
+    version = client.get_model_version(MODEL, second_summary["model_version"])
+    for tags in (run.data.tags, version.tags):
+        assert tags["kfp_schedule"] == "nightly" and tags["kfp_pipeline_version"] == "0.2.0-3f2c1ab"
+        assert "kfp_scheduled_at" not in tags
+    scheduled = client.search_runs(
+        [run.info.experiment_id], "tags.kfp_schedule = 'nightly'", max_results=10
+    )
+    assert [r.info.run_id for r in scheduled] == [run.info.run_id]

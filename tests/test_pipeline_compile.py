@@ -386,3 +386,12 @@ def test_sizes_user_and_secret_name_come_from_cluster_settings(tmp_path):
 def test_more_than_one_gpu_is_refused_before_compiling():
     with pytest.raises(SettingsError, match="--gpus 1"):
         ClusterSettings(gpu_count=2)
+
+
+def test_register_gets_the_schedule_time_on_a_cluster_and_the_schedule_parameters(compiled):
+    spec, _ = compiled
+    inputs = spec["root"]["dag"]["tasks"]["register-model"]["inputs"]["parameters"]
+    scheduled_at = inputs["scheduled_at"]["runtimeValue"]["constant"]
+    assert scheduled_at == "{{$.pipeline_job_schedule_time_utc}}"
+    for name in ("schedule_name", "pipeline_version"):
+        assert inputs[name]["componentInputParameter"] == name

@@ -275,6 +275,9 @@ def test_schedule_creates_a_recurring_run_pinned_to_the_uploaded_version(kfp_ser
         "predict_data_uri": "gs://b/t.csv",
         "epochs": 3,
         "train_baseline": False,
+        # Filled in, so the MLflow run and model version say which schedule and version.
+        "schedule_name": "nightly",
+        "pipeline_version": "0.1.0-3f2c1ab",
     }
     assert type(parameters["epochs"]) is int
 

@@ -33,6 +33,13 @@ def run(
             "labels when the bundled test.csv is predicted."
         ),
     ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=VALUE for a pipeline parameter without an option of its own (repeatable), "
+            "e.g. validation_fraction=0.2."
+        ),
+    ] = None,
     output_dir: Annotated[
         Path,
         typer.Option(help="Pipeline root, task logs, kfp.local's cache, default MLflow store."),
@@ -87,6 +94,7 @@ def run(
         _refuse("run", "--image, --train-image and --gpus need --runner docker")
     if gpus is not None and gpus != "all" and not (gpus.isdigit() and int(gpus) > 0):
         _refuse("run", f"--gpus {gpus!r}: expected 'all' or a positive count")
+    parameters = {**parameters, **_other_parameters(param or [])}
     _check_local_inputs(parameters, predict_labels, output_dir)
     settings = LocalRunSettings(
         arguments=parameters,
@@ -135,6 +143,33 @@ def _check_local_inputs(parameters: dict, predict_labels, output_dir: Path) -> N
     for option, folder in (("--checkpoint-dir", checkpoint_dir), ("--output-dir", output_dir)):
         if folder and Path(folder).exists() and not Path(folder).is_dir():
             _refuse("run", f"{option} {folder} is a file; pass a folder (created when missing)")
+
+
+def _other_parameters(items: list[str]) -> dict:
+    """`digits run --param KEY=VALUE`, typed by the parameter table; one line on a mistake."""
+    from digits.config import RUN_PARAMETERS, run_parameter
+
+    values = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        try:
+            parameter = run_parameter(name)
+        except KeyError:
+            known = ", ".join(p.name for p in RUN_PARAMETERS if p.option is None)
+            _refuse("run", f"--param {item}: {name!r} is not a pipeline parameter; those "
+                    f"without an option of their own: {known}")  # fmt: skip
+        if parameter.option:
+            _refuse("run", f"--param {item}: use {parameter.option}")
+        try:
+            if parameter.type is bool:
+                if text.lower() not in ("true", "false"):
+                    raise ValueError(text)
+                values[name] = text.lower() == "true"
+            else:
+                values[name] = parameter.type(text)
+        except ValueError:
+            _refuse("run", f"--param {item}: {name} takes {parameter.type.__name__}")
+    return values
 
 
 def _refuse(command: str, message: str) -> None:

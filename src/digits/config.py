@@ -208,6 +208,13 @@ RUN_PARAMETERS: tuple[RunParameter, ...] = (
         "--run-name",
     ),
     RunParameter("kfp_ui_url", str, "", "KFP UI address, for links from MLflow back to the run."),
+    RunParameter(
+        "schedule_name", str, "", "The recurring run that started this run (`digits schedule`)."
+    ),
+    RunParameter(
+        "pipeline_version", str, "",
+        "The uploaded pipeline version this run executes (`digits schedule`, `submit --version`).",
+    ),
     RunParameter("mlflow_timeout_s", float, 300.0, "Seconds each MLflow step keeps retrying."),
     # Promotion
     RunParameter(

@@ -192,7 +192,7 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
     )
     # kfp.local prints every task's output and its own log lines to sys.stdout: the router
     # files them by task and drives the step report.
-    pipeline = build_pipeline(cluster)
+    pipeline = build_pipeline(cluster, for_kfp_local=True)
     identities = task_identities(pipeline)
     router = TaskLogRouter(
         logs_dir, StepReporter(console, identities), echo=sys.stdout if settings.verbose else None

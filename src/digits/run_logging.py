@@ -36,6 +36,8 @@ class RunRecord:
     data_report_path: Path | None = None
     data_params: dict[str, str | int | float] = field(default_factory=dict)
     kfp_ui_url: str = ""
+    # Which recurring run and pipeline version made this run (digits.tracking.schedule_tags).
+    schedule_tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class RunLogger:
             PIPELINE_RUN_TAG: key,
             MODEL_FAMILY_TAG: self.family,
             **readable_tags(record.pipeline_run_id, record.pipeline_run_name, record.kfp_ui_url),
+            **record.schedule_tags,
         }
         if plugin is not None:
             tags["mlflow.parentRunId"] = plugin.parent_run_id
@@ -327,7 +330,11 @@ class RunLogger:
                     model_name,
                     source=f"models:/{model_id}",
                     run_id=run_id,
-                    tags={PIPELINE_RUN_TAG: key, MODEL_FAMILY_TAG: self.family},
+                    tags={
+                        PIPELINE_RUN_TAG: key,
+                        MODEL_FAMILY_TAG: self.family,
+                        **self.record.schedule_tags,
+                    },
                     description=description,
                     model_id=model_id,
                 ).version

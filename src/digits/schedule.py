@@ -491,7 +491,7 @@ def run_version(request: SubmitRequest, pipeline_name: str, version_name: str) -
             f"{target.host} sent no pipeline spec for version {version_name} of {pipeline_name}, "
             "so its parameters cannot be checked; submit a package instead"
         )
-    arguments = typed_arguments(request.params, version.parameters)
+    arguments = with_origin(typed_arguments(request.params, version.parameters), version, "")
     experiment = _api(
         target, lambda: client.create_experiment(request.experiment, namespace=target.namespace)
     )
@@ -632,7 +632,12 @@ def schedule(request: ScheduleRequest) -> ScheduleResult:
         before_upload=lambda: typed_arguments(request.params, local_parameters),
         strict=request.version_name is None,
     )
-    arguments = typed_arguments(request.params, version.parameters or local_parameters)
+    arguments = with_origin(
+        typed_arguments(request.params, version.parameters or local_parameters),
+        version,
+        request.name,
+        version.parameters or local_parameters,
+    )
     experiment = _api(
         target, lambda: client.create_experiment(request.experiment, namespace=target.namespace)
     )
@@ -671,6 +676,20 @@ def schedule(request: ScheduleRequest) -> ScheduleResult:
         created=True,
         disabled=disabled,
     )
+
+
+def with_origin(
+    arguments: dict, version, schedule_name: str, parameters: Mapping | None = None
+) -> dict:
+    """The arguments plus the schedule's name and the pipeline version, where the version's
+    pipeline takes them (the MLflow run and model version are tagged with both); a value the
+    user passed with --param wins."""
+    known = parameters if parameters is not None else (version.parameters or {})
+    origin = {"pipeline_version": version.version_name, "schedule_name": schedule_name}
+    for name, value in origin.items():
+        if value and name in known:
+            arguments.setdefault(name, value)
+    return arguments
 
 
 def _same(old: Schedule, request: ScheduleRequest, version: PipelineVersion, arguments) -> bool:

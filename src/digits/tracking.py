@@ -207,6 +207,22 @@ def readable_tags(pipeline_run_id: str, pipeline_run_name: str, kfp_ui_url: str 
     return tags
 
 
+def schedule_tags(schedule_name: str, pipeline_version: str, scheduled_at: str) -> dict:
+    """Which schedule and uploaded version made a run; empty values (a one-off run) left out.
+
+    ``scheduled_at`` is KFP's ``PIPELINE_JOB_SCHEDULE_TIME_UTC_PLACEHOLDER``; kfp.local leaves
+    the placeholder unresolved, which counts as empty.
+    """
+    if scheduled_at.startswith("{{$."):
+        scheduled_at = ""
+    tags = {
+        "kfp_schedule": schedule_name,
+        "kfp_pipeline_version": pipeline_version,
+        "kfp_scheduled_at": scheduled_at if schedule_name else "",
+    }
+    return {key: value for key, value in tags.items() if value}
+
+
 def kfp_run_url(kfp_ui_url: str, pipeline_run_id: str) -> str:
     return f"{kfp_ui_url.rstrip('/')}/#/runs/details/{pipeline_run_id}"
 
