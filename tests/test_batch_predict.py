@@ -468,3 +468,16 @@ def test_a_server_that_stays_down_is_one_line_naming_the_model_and_the_server(tm
     assert message.startswith("models:/digits-cnn/3: loading the model through MLflow at ")
     assert "http://127.0.0.1:9" in message and "after retrying for 3 s" in message
     assert time.monotonic() - started < 30
+
+
+def test_only_a_download_failed_by_the_server_or_the_network_is_retried():
+    """MLflow 3.17's wording of one file's failure, as seen through the fault proxy."""
+    api = "API request to http://h/api/2.0/mlflow-artifacts/artifacts/0/m/MLmodel failed with"
+    lost = f"{api} exception HTTPConnectionPool(...) (Caused by ResponseError('too many 503 error responses'))"  # noqa: E501
+    refused = f"{api} exception HTTPConnectionPool(...) (Caused by NewConnectionError(...))"
+    missing = "404 Client Error: NOT FOUND for url: http://h/api/2.0/mlflow-artifacts/artifacts/x"
+
+    assert batch_predict._transient_failure(lost)
+    assert batch_predict._transient_failure(refused)
+    assert not batch_predict._transient_failure(missing)
+    assert not batch_predict._transient_failure(f"{api} error code 403 != 200")
