@@ -22,7 +22,8 @@ from digits.components.ingest_csv import ingest_csv
 from digits.components.normalize_and_split import normalize_and_split
 from digits.components.train_baseline import BASELINE_RECIPES, train_baseline
 from digits.components.validate_data import validate_data
-from digits.local_run import held_out_accuracy, sample_data
+from digits.data import sample_data
+from digits.evaluation import held_out_accuracy
 
 
 def labeled_split(train_csv: str, work: Path) -> tuple[Path, Path]:

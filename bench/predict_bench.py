@@ -36,8 +36,7 @@ def make_rows(path: Path, rows: int) -> Path:
     import pyarrow as pa
 
     from digits.components.validate_data import _RowGroupWriter
-    from digits.data import PIXEL_COLUMNS, SOURCE_ROW_COLUMN
-    from digits.local_run import sample_data
+    from digits.data import PIXEL_COLUMNS, SOURCE_ROW_COLUMN, sample_data
 
     pixels = pd.read_csv(sample_data("test.csv.gz"))[PIXEL_COLUMNS].to_numpy(np.uint8)
     schema = pa.schema(
@@ -63,7 +62,7 @@ def train_small_model(work: Path) -> Path:
     from digits.components.train_model import train_model
     from digits.components.validate_data import validate_data
     from digits.config import TrainConfig
-    from digits.local_run import sample_data
+    from digits.data import sample_data
 
     pd.read_csv(sample_data("train.csv.gz")).head(400).to_csv(work / "train.csv", index=False)
     ingest_csv(str(work / "train.csv"), work / "dataset")

@@ -49,8 +49,7 @@ from digits.components.normalize_and_split import normalize_and_split
 from digits.components.train_model import train_model
 from digits.components.validate_data import validate_data
 from digits.config import resolve_recipe
-from digits.data import PIXEL_COLUMNS
-from digits.local_run import sample_data
+from digits.data import PIXEL_COLUMNS, sample_data
 
 NAME = "serve-bench"
 EPOCHS = 2

@@ -50,8 +50,7 @@ def load_data(work: Path, rows: int):
     import pandas as pd
 
     from digits.components.normalize_and_split import normalize_and_split
-    from digits.data import PIXEL_COLUMNS, SOURCE_ROW_COLUMN, ImageSet, to_image_set
-    from digits.local_run import sample_data
+    from digits.data import PIXEL_COLUMNS, SOURCE_ROW_COLUMN, ImageSet, sample_data, to_image_set
 
     frame = _with_source_rows(pd.read_csv(sample_data("train.csv.gz")))
     frame.to_parquet(work / "valid.parquet")

@@ -27,7 +27,7 @@ MEMORY_BUDGET_MIB = 512
 
 def make_csv(path: Path, rows: int) -> Path:
     """Tile the bundled sample's 8,000 labeled rows to ``rows`` rows (plain CSV)."""
-    from digits.local_run import sample_data
+    from digits.data import sample_data
 
     with gzip.open(sample_data("train.csv.gz"), "rb") as handle:
         header, *lines = handle.read().splitlines(keepends=True)
@@ -46,7 +46,7 @@ def _child(mode: str, csv_path: str) -> None:
         started = time.perf_counter()
         rows = pa_csv.read_csv(csv_path).num_rows
     else:
-        from digits.validation import check_csv
+        from digits.app.validation import check_csv
 
         started = time.perf_counter()
         check = check_csv(csv_path)  # the pipeline's ingest + validate, as `digits validate`

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from digits.config import TrainConfig
-from digits.local_run import sample_data
+from digits.data import sample_data
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -284,7 +284,7 @@ def write_corpus(sample: pd.DataFrame, folder: Path) -> dict[str, Path]:
 
 
 if __name__ == "__main__":
-    from digits.local_run import sample_data
+    from digits.data import sample_data
 
     written = write_corpus(pd.read_csv(sample_data("train.csv.gz")), Path(sys.argv[1]))
     print("\n".join(str(path) for path in written.values()))

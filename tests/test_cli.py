@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from digits.cli import app
+from digits.app.cli import app
 
 runner = CliRunner()
 
@@ -79,7 +79,7 @@ def test_ui_without_a_local_store_says_what_to_run(tmp_path):
 def test_ui_serves_the_local_store_that_digits_run_writes(tmp_path):
     from mlflow import MlflowClient
 
-    from digits.local_run import local_mlflow_store
+    from digits.app.local_run import local_mlflow_store
 
     tracking_uri, artifacts = local_mlflow_store(tmp_path)
     MlflowClient(tracking_uri).create_experiment("digits", artifact_location=artifacts)

@@ -18,9 +18,10 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from digits.cli import app
+from digits.app.cli import app
+from digits.app.docker_runner import DockerSettings, docker_runner
+from digits.data import sample_data
 from digits.errors import DockerRunError
-from digits.local_run import DockerSettings, docker_runner, sample_data
 
 ROOT = Path(__file__).resolve().parents[1]
 TAG = "pytest"  # scripts/build_images.sh --tag: digits-pipeline:pytest, digits-pipeline:pytest-gpu

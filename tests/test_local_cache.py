@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from digits.local_run import sample_data
+from digits.data import sample_data
 
 pytestmark = pytest.mark.slow
 

@@ -18,8 +18,7 @@ import pytest
 from mlflow import MlflowClient
 
 from digits.artifacts import Evaluation
-from digits.data import ImageSet
-from digits.local_run import sample_data
+from digits.data import ImageSet, sample_data
 
 pytestmark = pytest.mark.slow
 

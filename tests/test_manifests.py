@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from digits.pipelines.digits_pipeline import DEFAULT_MLFLOW_URI, ClusterSettings
+from digits.config import DEFAULT_MLFLOW_URI
+from digits.pipelines.digits_pipeline import ClusterSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "manifests"

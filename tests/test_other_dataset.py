@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from digits.validation import check_csv
+from digits.app.validation import check_csv
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "make_other_dataset.py"
 

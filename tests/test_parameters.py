@@ -7,10 +7,10 @@ import pytest
 import typer
 import yaml
 
-from digits.cli import app
+from digits.app.cli import app
+from digits.app.local_run import LocalRunSettings
+from digits.app.options import COMPILE_OPTIONS, run_option_default
 from digits.config import REQUIRED, RUN_PARAMETERS, run_parameter
-from digits.local_run import LocalRunSettings
-from digits.options import COMPILE_OPTIONS, run_option_default
 from digits.pipelines.digits_pipeline import compile_pipeline
 
 IR_TYPES = {str: "STRING", int: "NUMBER_INTEGER", float: "NUMBER_DOUBLE", bool: "BOOLEAN"}

@@ -1,4 +1,4 @@
-"""digits.progress: kfp.local's output filed by task, and the step report drawn from it."""
+"""digits.app.progress: kfp.local's output filed by task, and the step report drawn from it."""
 # ruff: noqa: E501  (verbatim kfp.local output lines)
 
 import io
@@ -6,7 +6,7 @@ import re
 
 from rich.console import Console
 
-from digits.progress import StepReporter, TaskLogRouter
+from digits.app.progress import StepReporter, TaskLogRouter
 
 CYAN, GREEN, RED, RESET = "\x1b[96m", "\x1b[92m", "\x1b[91m", "\x1b[0m"
 
@@ -117,14 +117,16 @@ def test_verbose_echoes_everything_as_it_comes(tmp_path):
 
 def test_labels_come_from_the_compiled_dag_not_from_guessed_task_names():
     """The baseline's evaluate task is found by its display name, whatever kfp.local calls it."""
+    from digits.app.progress import step_label, task_identities, tasks_of
     from digits.pipelines.digits_pipeline import build_pipeline
-    from digits.progress import step_label, task_identities, tasks_of
 
     identities = task_identities(build_pipeline())
 
     (baseline_eval,) = tasks_of(identities, "evaluate baseline")
     assert step_label(baseline_eval, identities).title == "baseline eval"
-    cnn_eval = [n for n, t in identities.items() if t.function == "evaluate_model" and n != baseline_eval]
+    cnn_eval = [
+        n for n, t in identities.items() if t.function == "evaluate_model" and n != baseline_eval
+    ]
     assert [step_label(name, identities).title for name in cnn_eval] == ["evaluate"]
     # Every task of the DAG has a label of its own, none falls back to its raw task name.
     for name in identities:

@@ -7,11 +7,11 @@ from fault_proxy import FaultProxy
 from kfp.dsl import Artifact, Dataset, Model
 from mlflow import MlflowClient
 
+from digits.app.local_run import local_mlflow_store
 from digits.artifacts import TRAINING_FILENAME
 from digits.components import register_model
 from digits.components.evaluate_model import evaluate_model
 from digits.errors import RegistrationError
-from digits.local_run import local_mlflow_store
 from digits.run_logging import RunRecord
 from digits.tracking import PIPELINE_RUN_TAG
 

@@ -13,10 +13,10 @@ import yaml
 from typer.testing import CliRunner
 
 from digits import __version__
-from digits.cli import app
+from digits.app.cli import app
+from digits.app.schedule import croniter_form, default_version_name, parse_cron
 from digits.errors import CronError
 from digits.pipelines.digits_pipeline import compile_pipeline
-from digits.schedule import croniter_form, default_version_name, parse_cron
 
 runner = CliRunner()
 API = "/apis/v2beta1"

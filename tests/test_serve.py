@@ -29,15 +29,14 @@ import yaml
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from digits.cli import app
+from digits.app.cli import app
+from digits.app.deploy import Deployed, DeploySettings, render_inference_service
 from digits.components import batch_predict, register_model
 from digits.components.evaluate_model import evaluate_model
 from digits.components.ingest_csv import ingest_csv
 from digits.components.train_baseline import train_baseline
 from digits.components.validate_data import validate_data
-from digits.data import PIXEL_COLUMNS
-from digits.deploy import Deployed, DeploySettings, render_inference_service
-from digits.local_run import sample_data
+from digits.data import PIXEL_COLUMNS, sample_data
 from digits.pipelines.placement import MLFLOW_CREDENTIAL_KEYS, ClusterSettings
 from digits.registry import ModelVersionRef
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from digits.cli import app
+from digits.app.cli import app
 from digits.pipelines.digits_pipeline import compile_pipeline
 
 runner = CliRunner()

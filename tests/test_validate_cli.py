@@ -10,7 +10,7 @@ import pytest
 from malformed_corpus import CASES, write_corpus
 from typer.testing import CliRunner
 
-from digits.cli import app
+from digits.app.cli import app
 
 runner = CliRunner()
 
@@ -118,10 +118,12 @@ def test_missing_url_and_unreachable_server(http_folder):
 
     with ThreadingHTTPServer(("127.0.0.1", 0), SimpleHTTPRequestHandler) as closed:
         port = closed.server_port  # bound then closed: nothing listens there any more
-    unreachable = runner.invoke(app, ["validate", f"http://127.0.0.1:{port}/train.csv"])
+    unreachable = runner.invoke(
+        app, ["validate", f"http://127.0.0.1:{port}/train.csv", "--retry-seconds", "1"]
+    )
     assert unreachable.exit_code == 1
     assert re.fullmatch(
         rf"http://127\.0\.0\.1:{port}/train\.csv: cannot be reached \(.+\); check the URL, "
-        "the network and that the server is up",
+        r"the network and that the server is up \(tried \d+ times in 1 s\)",
         unreachable.output.splitlines()[-1],
     )

@@ -170,3 +170,10 @@ def to_image_set(rows: pd.DataFrame) -> ImageSet:
     images = scale_pixels(rows[PIXEL_COLUMNS].to_numpy()).reshape(-1, IMAGE_SIDE, IMAGE_SIDE, 1)
     labels = rows[LABEL_COLUMN].to_numpy(dtype=np.int64) if LABEL_COLUMN in rows else None
     return ImageSet(images, labels, rows[SOURCE_ROW_COLUMN].to_numpy(dtype=np.int64))
+
+
+def sample_data(name: str) -> Path:
+    """Path of a bundled sample file: train.csv.gz, test.csv.gz or test_labels.csv.gz."""
+    from importlib.resources import files
+
+    return Path(str(files("digits") / "sample_data" / name))

@@ -31,3 +31,14 @@ def evaluate_probabilities(labels: np.ndarray, probabilities: np.ndarray) -> Eva
         support=support.tolist(),
         confusion_matrix=confusion_matrix(labels, predicted, labels=classes).tolist(),
     )
+
+
+def held_out_accuracy(submission_path, labels_path) -> float:
+    """Share of submission rows whose Label matches the held-out ``ImageId,Label`` file."""
+    import pandas as pd
+
+    submission = pd.read_csv(submission_path)
+    labels = pd.read_csv(labels_path)
+    joined = labels.merge(submission, on="ImageId", how="left", suffixes=("_true", "_pred"))
+    # A row missing from the submission counts as wrong, as Kaggle would score it.
+    return float((joined["Label_true"] == joined["Label_pred"]).mean())

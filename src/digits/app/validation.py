@@ -27,6 +27,7 @@ def check_csv(
     require_label: bool = True,
     max_rejected_fraction: float = 0.0,
     report_json: Path | None = None,
+    retry_budget_s: float = 120.0,
 ) -> FileCheck:
     """Run ingest_csv then validate_data on ``source_uri`` exactly as the pipeline does.
 
@@ -41,7 +42,7 @@ def check_csv(
         work = Path(scratch)
         report_path = work / "report.json"
         try:
-            ingest_csv(source_uri, work / "dataset")
+            ingest_csv(source_uri, work / "dataset", retry_budget_s=retry_budget_s)
             validate_data(
                 work / "dataset",
                 work / "valid.parquet",

@@ -529,8 +529,8 @@ def default_tracking_uri(output_dir: Path = Path("local_runs")) -> str:
     Raises:
         ServingError: neither is there.
     """
+    from digits.app.local_run import local_mlflow_store
     from digits.errors import ServingError
-    from digits.local_run import local_mlflow_store
 
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]

@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from digits import __version__
-from digits.errors import CronError, ScheduleError, SubmitError
-from digits.submit import (
+from digits.app.submit import (
     SubmitRequest,
     SubmittedRun,
     call_api,
@@ -40,6 +39,7 @@ from digits.submit import (
     pipeline_parameters,
     typed_arguments,
 )
+from digits.errors import CronError, ScheduleError, SubmitError
 
 DEFAULT_PIPELINE_NAME = "digits-recognizer"  # the IR's pipelineInfo.name
 DEFAULT_SCHEDULE_NAME = "digits-retrain"
@@ -48,7 +48,7 @@ _DIGEST = re.compile(r"package sha256 ([0-9a-f]{64})")
 
 @dataclass(frozen=True)
 class KfpTarget:
-    """Which KFP API, as whom: what ``digits.submit.connect`` needs."""
+    """Which KFP API, as whom: what ``digits.app.submit.connect`` needs."""
 
     host: str
     token: str | None = None

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from digits.options import COMPILE_OPTIONS, run_options, with_options
+from digits.app.options import COMPILE_OPTIONS, run_options, with_options
 
 
 class Runner(StrEnum):
@@ -77,9 +77,10 @@ def run(
     Every pipeline parameter with a `digits run` option (digits.config.RUN_PARAMETERS) is one
     of the options below; the others take their defaults.
     """
+    from digits.app.docker_runner import DockerSettings
+    from digits.app.local_run import LocalRunSettings, run_locally
     from digits.config import resolve_recipe
     from digits.errors import DockerRunError, PipelineStepError, RecipeError
-    from digits.local_run import DockerSettings, LocalRunSettings, run_locally
 
     try:  # fail before the pipeline starts, not in its train task
         resolve_recipe(
@@ -189,7 +190,7 @@ def ui(
     """Start the MLflow UI on the local store that `digits run` wrote."""
     import os
 
-    from digits.local_run import local_mlflow_store, mlflow_executable
+    from digits.app.local_run import local_mlflow_store, mlflow_executable
 
     if not (output_dir / "mlflow" / "mlflow.db").is_file():
         typer.echo(
@@ -240,8 +241,8 @@ def serve(
     from digits.errors import DigitsError
 
     try:
-        from digits.serving import ServeSettings, default_tracking_uri
-        from digits.serving import serve as serve_model
+        from digits.app.serving import ServeSettings, default_tracking_uri
+        from digits.app.serving import serve as serve_model
     except ModuleNotFoundError as error:
         typer.echo(
             f"digits serve: {error.name} is not installed: pip install 'digits[serve]'", err=True
@@ -323,8 +324,8 @@ def deploy(
     except ModuleNotFoundError:
         typer.echo("digits deploy: kserve is not installed: pip install 'digits[serve]'", err=True)
         raise typer.Exit(1) from None
-    from digits.deploy import DeploySettings
-    from digits.deploy import deploy as deploy_model
+    from digits.app.deploy import DeploySettings
+    from digits.app.deploy import deploy as deploy_model
 
     try:
         defaults = DeploySettings()
@@ -368,15 +369,19 @@ def validate(
     report_json: Annotated[
         Path | None, typer.Option(help="Also write the validation report here as JSON.")
     ] = None,
+    retry_seconds: Annotated[
+        float, typer.Option(help="How long a URL that fails transiently is retried.")
+    ] = 120.0,
 ) -> None:
     """Check a CSV with the pipeline's own ingest and validate steps; exit 1 if it would fail."""
-    from digits.validation import check_csv
+    from digits.app.validation import check_csv
 
     check = check_csv(
         file,
         require_label=not predict,
         max_rejected_fraction=max_rejected_fraction,
         report_json=report_json,
+        retry_budget_s=retry_seconds,
     )
     if check.report is not None:
         for line in check.report.summary_lines():
@@ -445,11 +450,11 @@ def submit(
     """Create a run on a Kubeflow Pipelines cluster; print its id and UI link."""
     import tempfile
 
+    from digits.app.schedule import run_version
+    from digits.app.submit import SubmitRequest, wait_for_run
+    from digits.app.submit import submit as submit_run
     from digits.errors import SubmitError
     from digits.pipelines.digits_pipeline import compile_pipeline
-    from digits.schedule import run_version
-    from digits.submit import SubmitRequest, wait_for_run
-    from digits.submit import submit as submit_run
 
     params = dict(_parse_param(item) for item in param or [])
     with tempfile.TemporaryDirectory() as scratch:
@@ -492,7 +497,7 @@ def submit(
         raise typer.Exit(1)
 
 
-# `upload` and `schedule` (digits.schedule): named pipeline versions and recurring runs.
+# `upload` and `schedule` (digits.app.schedule): named pipeline versions and recurring runs.
 HostOption = Annotated[
     str, typer.Option(help="KFP API / UI address, e.g. http://localhost:8080 (http:// if none).")
 ]
@@ -532,10 +537,10 @@ def upload(
     """
     import tempfile
 
+    from digits.app.schedule import KfpTarget, default_version_name
+    from digits.app.schedule import upload as upload_version
     from digits.errors import SubmitError
     from digits.pipelines.digits_pipeline import compile_pipeline
-    from digits.schedule import KfpTarget, default_version_name
-    from digits.schedule import upload as upload_version
 
     with tempfile.TemporaryDirectory() as scratch:
         try:
@@ -607,9 +612,7 @@ def schedule(
     """
     import tempfile
 
-    from digits.errors import SubmitError
-    from digits.pipelines.digits_pipeline import compile_pipeline
-    from digits.schedule import (
+    from digits.app.schedule import (
         KfpTarget,
         ScheduleRequest,
         format_schedules,
@@ -617,7 +620,9 @@ def schedule(
         parse_cron,
         set_enabled,
     )
-    from digits.schedule import schedule as create_schedule
+    from digits.app.schedule import schedule as create_schedule
+    from digits.errors import SubmitError
+    from digits.pipelines.digits_pipeline import compile_pipeline
 
     if sum([cron is not None, list_, disable is not None, enable is not None]) != 1:
         raise typer.BadParameter("pass one of --cron, --list, --disable NAME or --enable NAME")

@@ -21,7 +21,7 @@ _STARTED = re.compile(r"Executing task '(?P<task>[^']+)'")
 _FINISHED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
 _OUTPUTS = re.compile(r"Task '(?P<task>[^']+)' outputs:")
 _NO_OUTPUTS = re.compile(r"Task '(?P<task>[^']+)' has no outputs")
-# kfp.local logs a cache hit through the root logger; digits.local_run forwards that line here.
+# kfp.local logs a cache hit through the root logger; digits.app.local_run forwards that line here.
 _CACHE_HIT = re.compile(r"Task '?(?P<task>[\w-]+)'? cache hit")
 CACHED = "CACHED"
 _RETRYING = re.compile(
