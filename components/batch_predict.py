@@ -6,16 +6,16 @@ submission. Every shard of a run predicts with the same model version: the pipel
 version the promotion gate left as champion, and this step loads ``models:/<name>/<version>``,
 never the alias again.
 
-Memory: a shard reads only the Parquet row groups that overlap its rows, and scores them
-``CHUNK_ROWS`` at a time, appending each chunk's results to the outputs, so its peak RSS does
-not grow with the file or the shard. Budget: **a shard's peak RSS stays under 1.25 GiB, whatever
-the file size** (``bench/predict_bench.py`` measures it on a million rows). Nearly all of it is
-TensorFlow: about 690 MiB with Keras imported and the model loaded, 960-1,020 MiB once it has
-predicted (measured for 1,024 to 8,192 rows per call), so 1 GiB is out of reach with TensorFlow
-in the process. The data adds one chunk (its uint8 pixels and their float32 images: 15 MiB at
-4,096 rows, with pandas' copies) and Arrow's decoding of one row group (validate_data writes
-32,768-row groups; about 135 MiB of Arrow memory, measured). The pipeline's 4 GiB prediction
-pods leave room to spare.
+Memory: a shard reads only the Parquet row groups that overlap its rows, one at a time, and
+scores them ``CHUNK_ROWS`` at a time, appending each chunk's results to the outputs, so its peak
+RSS does not grow with the file or the shard. Budget: **a shard's peak RSS stays under 1.5 GiB,
+whatever the file size** (``bench/predict_bench.py`` measures it on a million rows). Nearly all
+of it is TensorFlow: about 690 MiB with Keras imported and the model loaded, 960-1,020 MiB once
+it has predicted (measured for 1,024 to 8,192 rows per call; 1,180-1,290 MiB for a whole shard
+process, from run to run), so 1 GiB is out of reach with TensorFlow in the process. The data
+adds one row group as Arrow reads it (validate_data writes 32,768-row groups: 25 MiB of pixels,
+about 50 MiB of Arrow memory) and one chunk (its uint8 pixels and their float32 images: 15 MiB at
+4,096 rows, with pandas' copies). The pipeline's 4 GiB prediction pods leave room to spare.
 """
 
 import re
@@ -86,55 +86,31 @@ def version_uri(registered_model_name: str, version: str) -> str:
 
 
 def resolve_model(client, model_uri: str) -> ResolvedModel:
-    """Pin ``models:/name@alias`` and ``models:/name/N`` to a version, or say what exists.
+    """Pin ``models:/name@alias`` and ``models:/name/N`` to a version, or say what exists; any
+    other URI (``runs:/``, a logged model's ``models:/<id>``) is loaded as it is.
 
     Raises:
         PredictionError: the registered model, version or alias does not exist; the message
             lists the registered models and their aliases.
     """
-    from mlflow.exceptions import MlflowException
+    from digits.errors import RegistryLookupError
+    from digits.registry import parse_version_uri, resolve_version
 
-    if not model_uri.startswith("models:/"):
+    if parse_version_uri(model_uri) is None:
         return ResolvedModel(uri=model_uri, requested=model_uri)
-    reference = model_uri.removeprefix("models:/")
-    name, at, alias = reference.partition("@")
-    if not at:
-        name, _, number = reference.rpartition("/")
-        if not name or not number.isdigit():  # models:/<logged model id>
-            return ResolvedModel(uri=model_uri, requested=model_uri)
     try:
-        if at:
-            version = client.get_model_version_by_alias(name, alias)
-        else:
-            version = client.get_model_version(name, number)
-    except MlflowException as error:
-        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise
+        found = resolve_version(model_uri, client.tracking_uri, client)
+    except RegistryLookupError as error:
         raise PredictionError(
-            f"{model_uri}: no such registered model, version or alias; the registry has "
-            f"{_registry_contents(client)}. Pass predict_model_uri naming one of them, or run "
-            "the training pipeline first so a champion exists"
+            f"{error}. Pass predict_model_uri naming one of them, or run the training pipeline "
+            "first so a champion exists"
         ) from None
     return ResolvedModel(
-        uri=version_uri(version.name, str(version.version)),
+        uri=version_uri(found.name, found.version),
         requested=model_uri,
-        name=version.name,
-        version=str(version.version),
+        name=found.name,
+        version=found.version,
     )
-
-
-def _registry_contents(client) -> str:
-    """'digits-cnn (champion=v3, challenger=v4), other (no aliases)' or 'no registered models'."""
-    # Search results leave `aliases` empty: ask for each model.
-    names = [model.name for model in client.search_registered_models(max_results=50)]
-    if not names:
-        return "no registered models"
-    listed = []
-    for name in names:
-        aliases = client.get_registered_model(name).aliases or {}
-        described = ", ".join(f"{alias}=v{version}" for alias, version in sorted(aliases.items()))
-        listed.append(f"{name} ({described or 'no aliases'})")
-    return ", ".join(listed)
 
 
 def shard_row_range(num_rows: int, shard_index: int, shard_count: int) -> tuple[int, int]:
@@ -162,32 +138,28 @@ def read_shard(
     """This shard's rows of the validated Parquet, in source order, at most ``chunk_rows`` at
     a time (pyarrow RecordBatches of ``source_row`` and the pixels).
 
-    Only the row groups overlapping the shard are read: the row range comes from the footer.
+    The row range comes from the footer, and only the row groups overlapping it are read, one
+    at a time: memory is bounded by validate_data's row group (32,768 rows, 25 MiB of pixels),
+    not by the file. (``iter_batches`` holds a whole row group too, and measured 2x the Arrow
+    memory of ``read_row_group``.)
     """
     import pyarrow.parquet as pq
 
     from digits.data import PIXEL_COLUMNS, SOURCE_ROW_COLUMN
 
     # pre_buffer off: with it, pyarrow fetches the column chunks of every requested row group
-    # up front, so memory would grow with the shard.
+    # up front, so memory would grow with the shard (measured: 403 MiB for a 300 MiB file).
     with pq.ParquetFile(rows_path, pre_buffer=False) as parquet:
         metadata = parquet.metadata
         start, end = shard_row_range(metadata.num_rows, shard_index, shard_count)
         group_rows = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
         groups, position = overlapping_row_groups(group_rows, start, end)
-        if not groups:
-            return
-        batches = parquet.iter_batches(
-            batch_size=chunk_rows, row_groups=groups, columns=[SOURCE_ROW_COLUMN, *PIXEL_COLUMNS]
-        )
-        for batch in batches:
-            first = max(start - position, 0)
-            last = min(end - position, batch.num_rows)
-            position += batch.num_rows
-            if last > first:
-                yield batch.slice(first, last - first)
-            if position >= end:
-                break
+        for group in groups:
+            table = parquet.read_row_group(group, columns=[SOURCE_ROW_COLUMN, *PIXEL_COLUMNS])
+            first, last = max(start - position, 0), min(end - position, table.num_rows)
+            position += table.num_rows
+            yield from table.slice(first, last - first).to_batches(max_chunksize=chunk_rows)
+            del table  # before the next group is read
 
 
 def batch_predict(
@@ -311,10 +283,9 @@ def _chunks_or_empty(batches: Iterator) -> Iterator:
 
 def _load_model(model_uri, requested_uri, tracking_uri, batch_size, timeout_s):
     """(ResolvedModel, predictor): a local model directory, or MLflow's, with retries."""
-    import mlflow
 
     from digits.predictor import load_predictor
-    from digits.registry import load_logged_predictor
+    from digits.registry import load_logged_predictor, registry_client
     from digits.tracking import Budget, retry
 
     requested = requested_uri or model_uri
@@ -325,7 +296,7 @@ def _load_model(model_uri, requested_uri, tracking_uri, batch_size, timeout_s):
     budget = Budget(timeout_s)
     check = "the model URI and the MLflow credentials"
     with _mlflow_session(model_uri, tracking_uri, budget, "loading the model", check):
-        client = mlflow.MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        client = registry_client(tracking_uri)
         resolved = retry(budget, lambda: resolve_model(client, model_uri))
         resolved = ResolvedModel(resolved.uri, requested, resolved.name, resolved.version)
         predict = retry(

@@ -30,8 +30,7 @@ def register_model(
     Raises:
         RegistrationError: the server stayed unreachable or failing for ``timeout_s`` seconds.
     """
-    from mlflow import MlflowClient
-
+    from digits.registry import registry_client
     from digits.run_logging import RunLogger
     from digits.tracking import Budget, KfpMlflowPlugin, tracking_session
 
@@ -42,7 +41,7 @@ def register_model(
     training = json.loads((record.model_dir / TRAINING_FILENAME).read_text())
     with tracking_session(tracking_uri, budget):
         # The registry lives on the same server; never a process-wide default.
-        client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+        client = registry_client(tracking_uri)
         logger = RunLogger(client, budget, record, training)
         experiment_id = (
             plugin.experiment_id

@@ -46,3 +46,19 @@ def save(classifier: ScriptedClassifier, model_dir: Path) -> Path:
     model_dir.mkdir(parents=True, exist_ok=True)
     joblib.dump(classifier, model_dir / SKLEARN_MODEL_FILENAME)
     return model_dir
+
+
+def register(client, model_name: str, classifier, experiment_id: str) -> str:
+    """Log ``classifier`` as an MLflow sklearn model in a new run and register it as a version of
+    ``model_name``; returns the version."""
+    import mlflow
+
+    run = client.create_run(experiment_id)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    info = mlflow.sklearn.log_model(
+        classifier, name="model", run_id=run.info.run_id, serialization_format="cloudpickle"
+    )
+    version = client.create_model_version(
+        model_name, source=info.model_uri, run_id=run.info.run_id, model_id=info.model_id
+    )
+    return str(version.version)

@@ -234,17 +234,18 @@ def test_a_shard_reads_only_the_row_groups_holding_its_rows(
 
     rows = _regrouped(tmp_path, _validated(tmp_path, pd.read_csv(test_csv)), 10)  # 6 groups
     read_groups = []
-    iter_batches = pq.ParquetFile.iter_batches
+    read_row_group = pq.ParquetFile.read_row_group
 
-    def recording(self, *args, **kwargs):
-        read_groups.append(list(kwargs["row_groups"]))
-        return iter_batches(self, *args, **kwargs)
+    def recording(self, group, *args, **kwargs):
+        read_groups.append(group)
+        return read_row_group(self, group, *args, **kwargs)
 
     def refused(*args, **kwargs):
-        raise AssertionError("a shard read the whole file")
+        raise AssertionError("a shard read more than its row groups")
 
-    monkeypatch.setattr(pq.ParquetFile, "iter_batches", recording)
-    monkeypatch.setattr(pq.ParquetFile, "read", refused)
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", recording)
+    for whole_read in ("read", "iter_batches", "read_row_groups"):
+        monkeypatch.setattr(pq.ParquetFile, whole_read, refused)
     monkeypatch.setattr(pq, "read_table", refused)
 
     for count in (1, 4, 7):
@@ -258,7 +259,7 @@ def test_a_shard_reads_only_the_row_groups_holding_its_rows(
                 shard_count=count,
             )
             start, end = 60 * index // count, 60 * (index + 1) // count
-            assert read_groups == [list(range(start // 10, (end - 1) // 10 + 1))]
+            assert read_groups == list(range(start // 10, (end - 1) // 10 + 1))
             assert pd.read_csv(submission)["ImageId"].tolist() == list(range(start + 1, end + 1))
             assert summary.rows == end - start
 
@@ -334,21 +335,6 @@ def test_an_empty_shard_writes_a_header_and_the_schema(tmp_path, scripted_model_
 # Pinned to one version; the model download retried.
 
 
-def _register_scripted(client, model_name: str, classifier, experiment_id: str) -> str:
-    """Log a scripted classifier as an MLflow sklearn model, register it; returns the version."""
-    import mlflow
-
-    run = client.create_run(experiment_id)
-    mlflow.set_tracking_uri(client.tracking_uri)
-    info = mlflow.sklearn.log_model(
-        classifier, name="model", run_id=run.info.run_id, serialization_format="cloudpickle"
-    )
-    version = client.create_model_version(
-        model_name, source=info.model_uri, run_id=run.info.run_id, model_id=info.model_id
-    )
-    return str(version.version)
-
-
 @pytest.fixture(scope="module")
 def two_versions(mlflow_server, tmp_path_factory, test_csv):
     """A registered model whose v1 answers every test image 1 and v2 answers 2; champion=v1."""
@@ -364,7 +350,7 @@ def two_versions(mlflow_server, tmp_path_factory, test_csv):
     client.create_registered_model(name)
     for answer in (1, 2):
         classifier = scripted_models.ScriptedClassifier(images, np.full(len(images), answer))
-        _register_scripted(client, name, classifier, experiment_id)
+        scripted_models.register(client, name, classifier, experiment_id)
     client.set_registered_model_alias(name, "champion", "1")
     return name, experiment_id
 

@@ -6,6 +6,7 @@ exercised with exact, known accuracies and per-digit recalls.
 
 import json
 
+import joblib
 import numpy as np
 import pytest
 import scripted_models
@@ -22,23 +23,6 @@ from digits.promotion import CHALLENGER, CHAMPION, decide
 @pytest.fixture(scope="module")
 def validation(split_sets) -> ImageSet:
     return ImageSet.load(split_sets[1])
-
-
-def _register(client, model_name: str, model_dir, experiment_id: str) -> str:
-    """Log the scripted model as an MLflow sklearn model and register it; returns the version."""
-    import joblib
-    import mlflow
-
-    classifier = joblib.load(model_dir / "model.joblib")
-    run = client.create_run(experiment_id)
-    mlflow.set_tracking_uri(client.tracking_uri)
-    info = mlflow.sklearn.log_model(
-        classifier, name="model", run_id=run.info.run_id, serialization_format="cloudpickle"
-    )
-    version = client.create_model_version(
-        model_name, source=info.model_uri, run_id=run.info.run_id, model_id=info.model_id
-    )
-    return str(version.version)
 
 
 def _wrong_rows(labels: np.ndarray, digit: int | None = None, count: int = 1, skip=()) -> list:
@@ -62,7 +46,9 @@ def test_the_gate_promotes_only_a_model_that_wins_overall_and_on_every_digit(
             validation.images, scripted_models.scripted(labels, wrong)
         )
         model_dir = scripted_models.save(classifier, tmp_path / name)
-        version = _register(client, model_name, model_dir, experiment_id)
+        version = scripted_models.register(
+            client, model_name, joblib.load(model_dir / "model.joblib"), experiment_id
+        )
         evaluation_path = tmp_path / f"{name}.json"
         evaluate_probabilities(
             labels, all_class_probabilities(classifier, validation.images)
@@ -131,7 +117,9 @@ def test_wrapper_writes_the_decision_as_markdown(
     client.create_registered_model(model_name)
     classifier = scripted_models.ScriptedClassifier(validation.images, validation.labels)
     model_dir = scripted_models.save(classifier, tmp_path / "m")
-    version = _register(client, model_name, model_dir, experiment_id)
+    version = scripted_models.register(
+        client, model_name, joblib.load(model_dir / "model.joblib"), experiment_id
+    )
     evaluation_path = tmp_path / "evaluation.json"
     evaluate_probabilities(
         validation.labels, all_class_probabilities(classifier, validation.images)

@@ -82,37 +82,46 @@ class ModelVersionRef:
         return f"{self.name} v{self.version} ({self.requested})"
 
 
-def resolve_version(model_uri: str, tracking_uri: str) -> ModelVersionRef:
+def parse_version_uri(model_uri: str) -> tuple[str, str, str] | None:
+    """(name, alias, number) of ``models:/NAME@ALIAS`` or ``models:/NAME/N``; None otherwise
+    (``runs:/``, a path, a logged model's ``models:/<id>``)."""
+    if not model_uri.startswith("models:/"):
+        return None
+    reference = model_uri.removeprefix("models:/")
+    name, at, alias = reference.partition("@")
+    number = ""
+    if not at:
+        name, _, number = reference.rpartition("/")
+    if not name or not (at and alias or number.isdigit()):
+        return None
+    return name, alias, number
+
+
+def resolve_version(model_uri: str, tracking_uri: str, client=None) -> ModelVersionRef:
     """Pin ``models:/name@alias`` or ``models:/name/N`` to the version it names now.
 
     Raises:
         RegistryLookupError: not a registered-model URI, or no such model, version or alias;
             one line listing the registered models and their aliases.
     """
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
     from digits.errors import RegistryLookupError
 
-    reference = model_uri.removeprefix("models:/")
-    name, at, alias = reference.partition("@")
-    number = ""
-    if not at:
-        name, _, number = reference.rpartition("/")
-    if not model_uri.startswith("models:/") or not name or not (at and alias or number.isdigit()):
+    parsed = parse_version_uri(model_uri)
+    if parsed is None:
         raise RegistryLookupError(
             f"{model_uri}: expected a registered model version, models:/NAME@ALIAS (e.g. "
             "models:/digits-cnn@champion) or models:/NAME/VERSION"
         )
-    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
+    name, alias, number = parsed
+    client = client or registry_client(tracking_uri)
     try:
         found = (
             client.get_model_version_by_alias(name, alias)
-            if at
+            if alias
             else client.get_model_version(name, number)
         )
-    except MlflowException as error:
-        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+    except Exception as error:
+        if not is_not_found(error):
             raise
         raise RegistryLookupError(
             f"{model_uri}: no such registered model, version or alias in {tracking_uri}; the "
