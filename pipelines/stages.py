@@ -22,41 +22,44 @@ class Steps:
     for_kfp_local: bool = False
 
     def __post_init__(self) -> None:
-        from digits.components import (
-            batch_predict,
-            collect_predictions,
-            evaluate_model,
-            fingerprint_source,
-            ingest_csv,
-            normalize_and_split,
-            plan_prediction_shards,
-            promote_model,
-            register_model,
-            train_baseline,
-            train_model,
-            validate_data,
-        )
+        for module in component_modules():
+            name = module.__name__.rsplit(".", 1)[-1]
+            # Only training runs in the GPU image.
+            image = self.settings.train_image if name == "train_model" else self.settings.image
+            object.__setattr__(self, name, module.component(image))
 
-        image, train_image = self.settings.image, self.settings.train_image
-        ops = {
-            module.__name__.rsplit(".", 1)[-1]: module.component(image)
-            for module in (
-                fingerprint_source,
-                ingest_csv,
-                validate_data,
-                normalize_and_split,
-                train_baseline,
-                evaluate_model,
-                register_model,
-                promote_model,
-                plan_prediction_shards,
-                batch_predict,
-                collect_predictions,
-            )
-        }
-        ops["train_model"] = train_model.component(train_image)
-        for name, op in ops.items():
-            object.__setattr__(self, name, op)
+
+def component_modules() -> list:
+    """Every step's module in ``digits.components``, in DAG order."""
+    from digits.components import (
+        batch_predict,
+        collect_predictions,
+        evaluate_model,
+        fingerprint_source,
+        ingest_csv,
+        normalize_and_split,
+        plan_prediction_shards,
+        promote_model,
+        register_model,
+        train_baseline,
+        train_model,
+        validate_data,
+    )
+
+    return [
+        fingerprint_source,
+        ingest_csv,
+        validate_data,
+        normalize_and_split,
+        train_model,
+        train_baseline,
+        evaluate_model,
+        register_model,
+        promote_model,
+        plan_prediction_shards,
+        batch_predict,
+        collect_predictions,
+    ]
 
 
 def with_run_parameters(body):

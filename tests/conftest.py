@@ -135,3 +135,20 @@ def mlflow_server(tmp_path_factory) -> str:
 def experiment_name(request) -> str:
     """A unique MLflow experiment per test, so tests never see each other's runs."""
     return f"test-{request.node.name}-{time.time_ns()}"
+
+
+@pytest.fixture
+def kfp_server():
+    """A recording fake of the KFP v2beta1 API on 127.0.0.1 (tests/kfp_recorder.py)."""
+    import kfp_recorder
+
+    with kfp_recorder.running() as kfp:
+        yield kfp
+
+
+@pytest.fixture(scope="session")
+def package(tmp_path_factory):
+    """The pipeline compiled with the default settings."""
+    from digits.pipelines.digits_pipeline import compile_pipeline
+
+    return compile_pipeline(tmp_path_factory.mktemp("package") / "pipeline.yaml")

@@ -130,18 +130,23 @@ def _multipart(content_type: str, data: bytes) -> dict:
     }
 
 
+def answer_json(handler: BaseHTTPRequestHandler, status: int, body: dict) -> None:
+    """Send ``body`` as a JSON answer with ``status`` (shared by the recording fakes)."""
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
+
+
 def _handler(kfp: FakeKfp):
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args):
             pass
 
         def _answer(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            answer_json(self, status, body)
 
         def _handle(self, method: str) -> None:
             url = urlsplit(self.path)

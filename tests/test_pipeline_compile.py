@@ -12,39 +12,13 @@ import textwrap
 import pytest
 import yaml
 
-from digits.components import (
-    batch_predict,
-    collect_predictions,
-    evaluate_model,
-    fingerprint_source,
-    ingest_csv,
-    normalize_and_split,
-    plan_prediction_shards,
-    promote_model,
-    register_model,
-    train_baseline,
-    train_model,
-    validate_data,
-)
 from digits.config import DEFAULT_RECIPE
 from digits.errors import SettingsError
 from digits.pipelines.digits_pipeline import ClusterSettings, GpuToleration, compile_pipeline
 from digits.pipelines.placement import MLFLOW_CREDENTIAL_KEYS, Resources
+from digits.pipelines.stages import component_modules
 
-STEPS = [
-    fingerprint_source,
-    ingest_csv,
-    validate_data,
-    normalize_and_split,
-    train_model,
-    train_baseline,
-    evaluate_model,
-    register_model,
-    promote_model,
-    plan_prediction_shards,
-    batch_predict,
-    collect_predictions,
-]
+STEPS = component_modules()
 EXPECTED_DEPENDENCIES = {
     "fingerprint-source": set(),
     "ingest-csv": {"fingerprint-source"},

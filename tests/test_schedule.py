@@ -7,7 +7,6 @@ import socket
 import subprocess
 from datetime import UTC, datetime
 
-import kfp_recorder
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -16,7 +15,6 @@ from digits import __version__
 from digits.app.cli import app
 from digits.app.schedule import croniter_form, default_version_name, parse_cron
 from digits.errors import CronError
-from digits.pipelines.digits_pipeline import compile_pipeline
 
 runner = CliRunner()
 API = "/apis/v2beta1"
@@ -29,17 +27,6 @@ REQUIRED = [
     "predict_data_uri=gs://b/t.csv",
 ]
 NEW_YEAR = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def kfp_server():
-    with kfp_recorder.running() as kfp:
-        yield kfp
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    return compile_pipeline(tmp_path_factory.mktemp("package") / "pipeline.yaml")
 
 
 @pytest.fixture(autouse=True)

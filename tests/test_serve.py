@@ -650,12 +650,9 @@ def _kube_handler(kube: FakeKube):
             pass
 
         def _answer(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            from kfp_recorder import answer_json
+
+            answer_json(self, status, body)
 
         def _handle(self, method: str) -> None:
             path = self.path.split("?")[0]

@@ -4,13 +4,11 @@ kfp.Client 2.17.3 and records every request (`kfp_recorder`)."""
 import json
 import socket
 
-import kfp_recorder
 import pytest
 import yaml
 from typer.testing import CliRunner
 
 from digits.app.cli import app
-from digits.pipelines.digits_pipeline import compile_pipeline
 
 runner = CliRunner()
 REQUIRED = [
@@ -19,18 +17,6 @@ REQUIRED = [
     "--param",
     "predict_data_uri=gs://b/t.csv",
 ]
-
-
-@pytest.fixture
-def kfp_server():
-    """A recording fake of the KFP v2beta1 API on 127.0.0.1."""
-    with kfp_recorder.running() as kfp:
-        yield kfp
-
-
-@pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    return compile_pipeline(tmp_path_factory.mktemp("package") / "pipeline.yaml")
 
 
 @pytest.fixture(autouse=True)
