@@ -98,6 +98,23 @@ def build_pipeline(settings: ClusterSettings | None = None, for_kfp_local: bool 
                 baseline_gate = gate(steps, p, baseline_evaluation, split, baseline_registration)
                 baseline_gate.set_display_name("promote baseline")
 
+        # Optional: serve the exact version the gate left as champion (a canary beside an older
+        # one); the CPU image runs `digits serve` in the InferenceService.
+        with dsl.If(p.deploy == True, name="deploy"):  # noqa: E712 (a KFP condition)
+            deployment = steps.deploy_model(
+                mlflow_tracking_uri=p.mlflow_tracking_uri,
+                registered_model_name=p.registered_model_name,
+                champion_version=promotion.outputs["champion_version"],
+                service_name=p.deploy_name,
+                namespace=p.deploy_namespace,
+                serving_image=settings.image,
+                mlflow_secret=settings.mlflow_secret,
+                canary_percent=p.canary_percent,
+            )
+            # Patches a live service: always runs; a retry re-reads and re-applies (idempotent).
+            deployment.set_caching_options(False).set_retry(num_retries=2, backoff_duration="30s")
+            use_mlflow_credentials(deployment, settings)
+
         predict_rows = validated_rows(
             steps, p.predict_data_uri, "test.csv", False, p.max_rejected_fraction
         )

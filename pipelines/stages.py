@@ -34,6 +34,7 @@ def component_modules() -> list:
     from digits.components import (
         batch_predict,
         collect_predictions,
+        deploy_model,
         evaluate_model,
         fingerprint_source,
         ingest_csv,
@@ -59,6 +60,7 @@ def component_modules() -> list:
         plan_prediction_shards,
         batch_predict,
         collect_predictions,
+        deploy_model,
     ]
 
 

@@ -33,8 +33,10 @@ EXPECTED_DEPENDENCIES = {
     "validate-data-2": {"ingest-csv-2"},
     "plan-prediction-shards": set(),
     # Predicts after the gate, with the exact version it left as champion.
-    "for-loop-3": {"plan-prediction-shards", "promote-model", "register-model", "validate-data-2"},
-    "collect-predictions": {"for-loop-3"},
+    "for-loop-4": {"plan-prediction-shards", "promote-model", "register-model", "validate-data-2"},
+    "collect-predictions": {"for-loop-4"},
+    # Inside condition-3 (pipeline parameter deploy): serve the gate's champion with KServe.
+    "condition-3": {"promote-model"},
     "condition-1": {"normalize-and-split", "validate-data"},
 }
 # Inside condition-1 (pipeline parameter train_baseline): the classical baseline on CPU, its own
@@ -46,9 +48,9 @@ EXPECTED_BASELINE_DEPENDENCIES = {
     "condition-2": {"evaluate-model-2", "register-model-2"},
 }
 CONTAINER_TASKS = (
-    set(EXPECTED_DEPENDENCIES) - {"for-loop-3", "condition-1"}
+    set(EXPECTED_DEPENDENCIES) - {"for-loop-4", "condition-1", "condition-3"}
     | set(EXPECTED_BASELINE_DEPENDENCIES) - {"condition-2"}
-    | {"batch-predict", "promote-model-2"}
+    | {"batch-predict", "promote-model-2", "deploy-model"}
 )
 
 
@@ -238,8 +240,9 @@ TASK_CACHING = {
     "promote-model-2": False,
     "batch-predict": False,
     "collect-predictions": False,
+    "deploy-model": False,
 }
-RETRIES = {"train_model": 3, "register_model": 3, "promote_model": 3}
+RETRIES = {"train_model": 3, "register_model": 3, "promote_model": 3, "deploy_model": 2}
 
 
 def _container_tasks(spec: dict, platform: dict):

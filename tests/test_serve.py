@@ -30,13 +30,13 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from digits.app.cli import app
-from digits.app.deploy import Deployed, DeploySettings, render_inference_service
 from digits.components import batch_predict, register_model
 from digits.components.evaluate_model import evaluate_model
 from digits.components.ingest_csv import ingest_csv
 from digits.components.train_baseline import train_baseline
 from digits.components.validate_data import validate_data
 from digits.data import PIXEL_COLUMNS, sample_data
+from digits.inference_service import Deployed, DeploySettings, render_inference_service
 from digits.pipelines.placement import MLFLOW_CREDENTIAL_KEYS, ClusterSettings
 from digits.registry import ModelVersionRef
 
@@ -841,3 +841,31 @@ def test_serving_rbac_lets_pipeline_runner_manage_inference_services():
         )
         assert rendered.returncode == 0, rendered.stderr
         assert {o["kind"] for o in yaml.safe_load_all(rendered.stdout)} == {"Role", "RoleBinding"}
+
+
+def test_the_pipeline_deploy_step_serves_the_gates_version(kube, mlflow_server, cnn):
+    """components/deploy_model (pipeline parameter deploy): the exact version, applied."""
+    from digits.components import deploy_model
+
+    name, registration = cnn
+    wrapper = deploy_model.component("digits:test").python_func
+
+    summary = wrapper(
+        mlflow_tracking_uri=mlflow_server,
+        registered_model_name=name,
+        champion_version=registration.model_version,
+        service_name="digits",
+        namespace="serving-test",
+        serving_image="registry.example/digits:1",
+        mlflow_secret="mlflow-credentials",
+        canary_percent=10,
+    )
+
+    collection = ISVC_PATH.format(namespace="serving-test")
+    assert [(r.method, r.path) for r in kube.requests][-1][0] in ("POST", "PATCH")
+    assert any(r.path.startswith(collection) for r in kube.requests)
+    body = kube.requests[-1].body
+    (container,) = body["spec"]["predictor"]["containers"]
+    assert container["image"] == "registry.example/digits:1"
+    assert f"models:/{name}/{registration.model_version}" in container["args"]
+    assert f"{name} v{registration.model_version}" in summary and "\n" not in summary

@@ -232,6 +232,17 @@ RUN_PARAMETERS: tuple[RunParameter, ...] = (
         "--predict-model-uri",
     ),
     RunParameter("predict_shards", int, 1, "Parallel prediction shards.", "--predict-shards"),
+    # Serving
+    RunParameter(
+        "deploy", bool, False,
+        "After the gate, create or patch a KServe InferenceService serving the champion "
+        "(RBAC: manifests/serving).",
+    ),
+    RunParameter("deploy_name", str, "digits", "Name of the InferenceService."),
+    RunParameter("deploy_namespace", str, "kubeflow", "Namespace of the InferenceService."),
+    RunParameter(
+        "canary_percent", int, 10, "Traffic share of a new version beside an older one."
+    ),
 )  # fmt: skip
 
 

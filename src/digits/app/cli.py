@@ -324,8 +324,8 @@ def deploy(
     except ModuleNotFoundError:
         typer.echo("digits deploy: kserve is not installed: pip install 'digits[serve]'", err=True)
         raise typer.Exit(1) from None
-    from digits.app.deploy import DeploySettings
-    from digits.app.deploy import deploy as deploy_model
+    from digits.inference_service import DeploySettings
+    from digits.inference_service import deploy as deploy_model
 
     try:
         defaults = DeploySettings()

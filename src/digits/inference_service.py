@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from digits.cluster import MLFLOW_CREDENTIAL_KEYS, ClusterSettings, Resources
 from digits.config import DEFAULT_MLFLOW_URI
 from digits.errors import ServingError
-from digits.pipelines.placement import MLFLOW_CREDENTIAL_KEYS, ClusterSettings, Resources
 from digits.registry import ModelVersionRef
 
 GROUP = "serving.kserve.io"
