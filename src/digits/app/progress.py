@@ -348,6 +348,7 @@ STEP_LABELS: dict[str, StepLabel] = {
     "plan_prediction_shards": StepLabel("plan shards", lambda r: ""),
     "batch_predict": StepLabel("predict", _describe_predict),
     "collect_predictions": StepLabel("collect", _describe_collect),
+    "deploy_model": StepLabel("deploy", lambda r: str(r.parameters.get("Output", ""))),
     "evaluate baseline": StepLabel("baseline eval", _describe_evaluate),
     "register baseline": StepLabel("baseline run", _describe_register),
     "promote baseline": StepLabel("baseline gate", _describe_promote),
