@@ -235,3 +235,40 @@ def test_a_held_lock_times_out_with_one_line(mlflow_server, models, split_sets):
     message = str(raised.value)
     assert "\n" not in message and "held by another gate" in message
     assert f"delete the registered model {model_name}{LOCK_SUFFIX}" in message
+
+
+def test_a_lock_released_while_the_server_answers_a_duplicate_is_taken(
+    mlflow_server, models, split_sets
+):
+    """The SQL store answers a duplicate name by reading the existing model
+    (``SqlAlchemyStore.create_registered_model``, mlflow 3.17); when its holder deletes it in
+    between, the create fails with RESOURCE_DOES_NOT_EXIST. The other gate saw exactly that
+    when the race test ran in CI; here the holder releases right before the answer."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+
+    _, logged = models
+    client = registry_client(mlflow_server)
+    model_name = f"released-{time.time_ns()}"
+    versions = _register_round(client, model_name, logged, [9])
+    lock_name = model_name + LOCK_SUFFIX
+    create = client.create_registered_model
+    answers = []
+
+    def create_while_the_holder_releases(name, *args, **kwargs):
+        if name == lock_name and not answers:
+            create(name, tags={LOCK_HOLDER_TAG: "another gate"})
+            client.delete_registered_model(name)  # the holder finishes
+            answers.append("lost")
+            raise MlflowException(
+                f"Registered Model with name={name} not found",
+                error_code=RESOURCE_DOES_NOT_EXIST,
+            )
+        return create(name, *args, **kwargs)
+
+    client.create_registered_model = create_while_the_holder_releases
+    inputs = GateInputs(logged[9][0], split_sets[1], model_name, versions[9])
+
+    assert run_gate(client, Budget(30), inputs).alias == CHAMPION
+    assert answers == ["lost"]
+    assert not client.search_registered_models(f"name = '{lock_name}'")

@@ -190,30 +190,40 @@ class PromotionLock:
     def _try_acquire(self) -> bool:
         from mlflow.exceptions import MlflowException
 
-        expires = int(time.time() * 1000 + self.lease_s * 1000)
-        try:
-            self.client.create_registered_model(
-                self.name,
-                tags={LOCK_HOLDER_TAG: self.holder, LOCK_EXPIRES_TAG: str(expires)},
-                description=f"Held by the promotion gate of {self.holder} on "
-                f"{socket.gethostname()} (pid {os.getpid()}); deleted when it finishes.",
-            )
-            return True
-        except MlflowException as error:
-            if error.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-        lock = self._read()
-        if lock is None:  # released meanwhile: try again at once
-            return self._try_acquire()
-        holder = lock.tags.get(LOCK_HOLDER_TAG)
-        if holder == self.holder:  # our own: a lost answer, or a killed earlier attempt
-            self.client.set_registered_model_tag(self.name, LOCK_EXPIRES_TAG, str(expires))
-            return True
-        if int(lock.tags.get(LOCK_EXPIRES_TAG, "0")) < time.time() * 1000:
-            current = self._read()
-            if current is not None and current.tags.get(LOCK_HOLDER_TAG) == holder:
-                self._delete()
-        return False
+        while True:
+            expires = int(time.time() * 1000 + self.lease_s * 1000)
+            try:
+                self.client.create_registered_model(
+                    self.name,
+                    tags={LOCK_HOLDER_TAG: self.holder, LOCK_EXPIRES_TAG: str(expires)},
+                    description=f"Held by the promotion gate of {self.holder} on "
+                    f"{socket.gethostname()} (pid {os.getpid()}); deleted when it finishes.",
+                )
+                return True
+            except MlflowException as error:
+                # RESOURCE_DOES_NOT_EXIST: the SQL store answers a duplicate name by reading the
+                # existing model, which its holder may have deleted in between: released.
+                if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    continue
+                if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            lock = self._read()
+            if lock is None:  # released meanwhile: try again at once
+                continue
+            holder = lock.tags.get(LOCK_HOLDER_TAG)
+            if holder == self.holder:  # our own: a lost answer, or a killed earlier attempt
+                try:
+                    self.client.set_registered_model_tag(self.name, LOCK_EXPIRES_TAG, str(expires))
+                    return True
+                except MlflowException as error:
+                    if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                        continue  # taken over after its lease and released since
+                    raise
+            if int(lock.tags.get(LOCK_EXPIRES_TAG, "0")) < time.time() * 1000:
+                current = self._read()
+                if current is not None and current.tags.get(LOCK_HOLDER_TAG) == holder:
+                    self._delete()
+            return False
 
     def _read(self):
         from mlflow.exceptions import MlflowException
