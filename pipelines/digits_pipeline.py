@@ -118,21 +118,24 @@ def build_pipeline(settings: ClusterSettings | None = None, for_kfp_local: bool 
         predict_rows = validated_rows(
             steps, p.predict_data_uri, "test.csv", False, p.max_rejected_fraction
         )
-        # A pure function of the shard count.
-        shards = steps.plan_prediction_shards(shard_count=p.predict_shards)
-        shards.set_caching_options(True)
-        with dsl.ParallelFor(shards.output) as shard_index:
-            # Every shard predicts with the exact version the gate left as champion (or
-            # predict_model_uri), and tags this run's MLflow run with it.
+        # Every shard predicts with the exact version the gate left as champion (or
+        # predict_model_uri), and tags this run's MLflow run with it. A pure function of its
+        # inputs, so cached.
+        plan = steps.plan_prediction_shards(
+            shard_count=p.predict_shards,
+            champion_version=promotion.outputs["champion_version"],
+            mlflow_run_id=registration.outputs["mlflow_run_id"],
+        ).set_caching_options(True)
+        with dsl.ParallelFor(plan.output) as shard_plan:
             shard = steps.batch_predict(
                 rows=predict_rows.outputs["valid"],
                 mlflow_tracking_uri=p.mlflow_tracking_uri,
                 registered_model_name=p.registered_model_name,
                 predict_model_uri=p.predict_model_uri,
-                champion_version=promotion.outputs["champion_version"],
-                shard_index=shard_index,
+                champion_version=shard_plan.champion_version,
+                shard_index=shard_plan.shard_index,
                 shard_count=p.predict_shards,
-                mlflow_run_id=registration.outputs["mlflow_run_id"],
+                mlflow_run_id=shard_plan.mlflow_run_id,
             ).set_caching_options(False)  # writes to MLflow
             use_mlflow_credentials(shard, settings)
         predictions = steps.collect_predictions(

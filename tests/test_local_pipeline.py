@@ -155,6 +155,9 @@ def test_summary_matches_mlflow_and_the_registry(first_run, mlflow_server):
     assert Path(summary["predictions_path"]).name == "submission.csv"
     assert len(pd.read_csv(summary["predictions_path"])) == 60
     assert 0.0 <= summary["accuracy"] <= 1.0
+    # The shard tagged this run's MLflow run with the exact version it predicted with.
+    assert run.data.tags["predicted_with"] == f"{MODEL} v{summary['model_version']}"
+    assert run.data.tags["predicted_model_uri"] == f"models:/{MODEL}/{summary['model_version']}"
 
 
 def test_two_runs_line_up_in_mlflow_for_comparison(first_run, second_run, mlflow_server):
@@ -167,6 +170,8 @@ def test_two_runs_line_up_in_mlflow_for_comparison(first_run, second_run, mlflow
     assert set(first.data.params) == set(second.data.params)
     assert (first.data.params["epochs"], second.data.params["epochs"]) == ("1", "2")
     assert set(first.data.metrics) == set(second.data.metrics)
+    # The second run predicted with version 1 pinned, in all three shards, and says so.
+    assert second.data.tags["predicted_with"] == f"{MODEL} v{first_run[1]['model_version']}"
 
     def inputs(run):
         return sorted(
@@ -206,6 +211,15 @@ def test_three_prediction_shards_give_the_single_shard_submission(first_run, sec
     )
     shards = sorted(run_dir.glob("for-loop-*-iteration-*"))
     assert len(shards) == 3
+    plans = [
+        json.loads((shard / "batch-predict" / "executor_output.json").read_text())["artifacts"][
+            "submission"
+        ]["artifacts"][0]["metadata"]
+        for shard in shards
+    ]
+    assert [(plan["shard_index"], plan["model_version"]) for plan in plans] == [
+        (index, first_summary["model_version"]) for index in range(3)
+    ]
     assert pd.read_csv(second_summary["predictions_path"]).equals(
         pd.read_csv(first_summary["predictions_path"])
     )

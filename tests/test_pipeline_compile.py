@@ -31,9 +31,10 @@ EXPECTED_DEPENDENCIES = {
     "fingerprint-source-2": set(),
     "ingest-csv-2": {"fingerprint-source-2"},
     "validate-data-2": {"ingest-csv-2"},
-    "plan-prediction-shards": set(),
-    # Predicts after the gate, with the exact version it left as champion.
-    "for-loop-4": {"plan-prediction-shards", "promote-model", "register-model", "validate-data-2"},
+    # Each shard's plan pins the exact version the gate left as champion, and the MLflow run.
+    "plan-prediction-shards": {"promote-model", "register-model"},
+    # The loop body takes only its plan from upstream tasks (see plan_prediction_shards).
+    "for-loop-4": {"plan-prediction-shards", "validate-data-2"},
     "collect-predictions": {"for-loop-4"},
     # Inside condition-3 (pipeline parameter deploy): serve the gate's champion with KServe.
     "condition-3": {"promote-model"},
@@ -204,7 +205,7 @@ def test_wrapper_bodies_are_self_contained(tmp_path, step):
         "from kfp import dsl\n"
         "from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, "
         "Model, Output\n"
-        "from typing import List, NamedTuple\n"
+        "from typing import Dict, List, NamedTuple\n"
     )
     path = tmp_path / "wrapper.py"
     path.write_text(preamble + source)
