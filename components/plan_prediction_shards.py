@@ -25,9 +25,7 @@ def plan_prediction_shards(
     if shard_count < 1:
         raise PredictionError(f"predict_shards={shard_count}: expected 1 or more shards")
     return [
-        ShardPlan(
-            shard_index=index, champion_version=champion_version, mlflow_run_id=mlflow_run_id
-        )
+        ShardPlan(shard_index=index, champion_version=champion_version, mlflow_run_id=mlflow_run_id)
         for index in range(shard_count)
     ]
 
