@@ -73,8 +73,15 @@ def use_mlflow_credentials(task, settings: ClusterSettings) -> None:
     )
 
 
+def stream_output(task) -> None:
+    """Unbuffered Python output: the pod's log (and kfp.local's task log) gets each line as it is
+    printed, not in blocks or when the task ends; the images set it too, other images may not."""
+    task.set_env_variable("PYTHONUNBUFFERED", "1")
+
+
 def secure_and_size_all_tasks(settings: ClusterSettings) -> None:
-    """Secure every container task of the pipeline being defined; size those not sized yet.
+    """Secure every container task of the pipeline being defined, stream its output, and size
+    those not sized yet.
 
     Call it last in the ``@dsl.pipeline`` body: it walks all tasks built so far (inside
     ParallelFor and Condition groups too), so a task added later is covered without a new line.
@@ -85,5 +92,6 @@ def secure_and_size_all_tasks(settings: ClusterSettings) -> None:
         if task.container_spec is None:  # importers and nested pipelines have no container
             continue
         secure(task, settings)
+        stream_output(task)
         if task.container_spec.resources is None:
             size(task, settings.step_resources)

@@ -284,6 +284,12 @@ def test_every_task_runs_as_the_images_non_root_user(compiled):
         }, name
 
 
+def test_every_task_prints_unbuffered_so_its_log_streams(compiled):
+    spec, platform = compiled
+    for name, _, _, container, _ in _container_tasks(spec, platform):
+        assert {"name": "PYTHONUNBUFFERED", "value": "1"} in container.get("env", []), name
+
+
 def test_every_task_has_cpu_and_memory_requests_and_limits(compiled):
     spec, platform = compiled
     settings = ClusterSettings()

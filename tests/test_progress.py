@@ -1,9 +1,18 @@
 """digits.app.progress: kfp.local's output filed by task, and the step report drawn from it."""
 # ruff: noqa: E501  (verbatim kfp.local output lines)
 
+import contextlib
 import io
+import os
 import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from digits.app.progress import StepReporter, TaskLogRouter
@@ -131,3 +140,96 @@ def test_labels_come_from_the_compiled_dag_not_from_guessed_task_names():
     # Every task of the DAG has a label of its own, none falls back to its raw task name.
     for name in identities:
         assert step_label(name, identities).title != name, name
+
+
+def test_a_task_log_has_each_line_while_the_task_still_runs(tmp_path):
+    """Readers of the logs (`tail -f`, the slow test) see a line when it is written."""
+    router = TaskLogRouter(tmp_path / "logs", RecordingReporter())
+    training = KFP_OUTPUT[: KFP_OUTPUT.index("    epoch 2/2")]  # the task is mid-training
+    router.write(training)
+
+    assert "epoch 1/2" in (tmp_path / "logs" / "train-model.log").read_text()
+    assert "epoch 1/2" in (tmp_path / "logs" / "pipeline.log").read_text()
+    router.close()
+
+
+def test_off_a_terminal_each_epoch_is_one_plain_line_before_the_step_line(tmp_path):
+    reporter = StepReporter(Console(file=io.StringIO(), width=200, force_terminal=False))
+    router = TaskLogRouter(tmp_path / "logs", reporter)
+    router.write(KFP_OUTPUT)
+    router.finish_pending()
+    router.close()
+
+    lines = reporter.console.file.getvalue().splitlines()
+    train = [line for line in lines if line.lstrip().startswith(("train", "✓ train"))]
+    assert train[:2] == [
+        "  train         epoch 1/2  loss 2.2962  val accuracy 23.33%",
+        "  train         epoch 2/2  loss 1.9000  val accuracy 45.00%",
+    ]
+    assert train[2].startswith("✓ train         2 epochs, validation accuracy 45.00%")
+    assert len(train) == 3
+    assert "\x1b[" not in reporter.console.file.getvalue()
+
+
+@pytest.mark.slow
+def test_digits_run_streams_each_epoch_to_the_task_log_and_stdout_while_training(
+    tmp_path, sample_train, test_csv
+):
+    """A real `digits run` into a pipe: epoch 1 is in train-model.log and on stdout while
+    epoch 3 is still to come. The run is stopped once the train step's line is out."""
+    data = tmp_path / "train.csv"
+    sample_train.head(600).to_csv(data, index=False)
+    log = tmp_path / "out" / "logs" / "train-model.log"
+    run = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("digits")), "run",
+            "--data", str(data), "--predict-data", str(test_csv),
+            "--epochs", "3", "--no-baseline", "--output-dir", str(tmp_path / "out"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group: the kill takes the task processes too
+        env={**os.environ, "COLUMNS": "120"},
+    )  # fmt: skip
+    snapshots: list[str] = []  # the train log's text each time it changed
+    stop = threading.Event()
+
+    def watch_log() -> None:
+        while not stop.is_set():
+            text = log.read_text() if log.exists() else ""
+            if not snapshots or text != snapshots[-1]:
+                snapshots.append(text)
+            time.sleep(0.02)
+
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)
+
+    watcher, deadline = threading.Thread(target=watch_log), threading.Timer(600, kill)
+    watcher.start()
+    deadline.start()
+    stdout, log_at_first_epoch_line = [], None
+    try:
+        for line in run.stdout:  # as `digits run` writes it
+            stdout.append(line.rstrip("\n"))
+            if "epoch 1/3" in line and log_at_first_epoch_line is None:
+                log_at_first_epoch_line = log.read_text()
+            if line.startswith(("✓ train", "✗")):
+                break
+    finally:
+        stop.set()
+        deadline.cancel()
+        kill()
+        run.wait()
+        watcher.join()
+
+    output = "\n".join(stdout)
+    assert any(line.startswith("✓ train") for line in stdout), output
+    # The task log had epoch 1 while training went on, not only when the task ended.
+    assert any("epoch 1/3" in text and "epoch 3/3" not in text for text in snapshots), snapshots
+    # Off a terminal, one line per epoch as it ends, before the train step's line.
+    epoch_lines = [line for line in stdout if re.match(r"  train +epoch \d/3 ", line)]
+    assert [line.split()[2] for line in epoch_lines] == ["1/3", "2/3", "3/3"], output
+    assert re.fullmatch(r"  train +epoch 1/3  loss [\d.]+  val accuracy [\d.]+%", epoch_lines[0])
+    assert log_at_first_epoch_line is not None and "epoch 3/3" not in log_at_first_epoch_line

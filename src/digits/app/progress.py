@@ -4,6 +4,8 @@ kfp.local runs each task as a subprocess and prints its output, with its own log
 ``sys.stdout``. :class:`TaskLogRouter` stands in for ``sys.stdout`` during the run: it splits that
 stream into one log file per task (``OUTPUT_DIR/logs/<task>.log``, plus ``pipeline.log`` with
 everything) and tells a :class:`StepReporter` when a task starts, prints an epoch line, and ends.
+The log files are line-buffered, so ``tail -f`` shows each line as the task prints it (the tasks
+themselves run with ``PYTHONUNBUFFERED=1``, set on every task by ``pipelines/placement.py``).
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ class TaskLogRouter(io.TextIOBase):
         self._finished_record: TaskRecord | None = None  # the last status line's task
         self._last_artifact: str | None = None
         self._partial = ""
-        self._pipeline_log = open(log_dir / "pipeline.log", "w")  # noqa: SIM115
+        # Line-buffered: a reader of the logs sees each line as it arrives, not when a task ends.
+        self._pipeline_log = open(log_dir / "pipeline.log", "w", buffering=1)  # noqa: SIM115
 
     def writable(self) -> bool:
         return True
@@ -147,7 +150,7 @@ class TaskLogRouter(io.TextIOBase):
         if task not in self._files or self._files[task].closed:
             # A retried task appends to the log of its earlier attempts.
             mode = "a" if task in self._files else "w"
-            self._files[task] = open(record.log_path, mode)  # noqa: SIM115
+            self._files[task] = open(record.log_path, mode, buffering=1)  # noqa: SIM115
         self._running.setdefault(task, []).append(record)
         self.tasks[task] = self._current = record
         self.reporter.started(record)
@@ -402,7 +405,8 @@ def step_label(task: str, identities: dict[str, TaskIdentity] | None = None) -> 
 
 
 class StepReporter:
-    """Prints one line per finished step and a live bar while the model trains."""
+    """Prints one line per finished step and, while the model trains, a live bar on a terminal
+    or one line per epoch elsewhere (a pipe, a CI log)."""
 
     def __init__(self, console, identities: dict[str, TaskIdentity] | None = None):
         from rich.progress import (
@@ -430,7 +434,13 @@ class StepReporter:
         pass
 
     def epoch(self, task, epoch, epochs, loss, val_accuracy, learning_rate) -> None:
-        if not self.console.is_terminal:  # a log file or pipe gets the step line alone
+        if not self.console.is_terminal:  # a log file or pipe: one plain line per epoch
+            title = step_label(task, self.identities).title
+            self.console.print(
+                f"  {title:<13} epoch {epoch}/{epochs}  loss {loss:.4f}  "
+                f"val accuracy {val_accuracy:.2%}",
+                highlight=False,
+            )
             return
         figures = f"loss {loss:.4f}  val acc {val_accuracy:.2%}  lr {learning_rate:.1e}"
         if self._bar is None:
