@@ -7,7 +7,8 @@ train step runs and logs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 
 from digits.errors import RecipeError
 
@@ -94,25 +95,75 @@ RECIPES: dict[str, TrainConfig] = {
 DEFAULT_RECIPE = "fast"
 
 
+# Search spaces for `sweep` (digits.sweep parses them, as it parses a user's inline spec): each
+# maps TrainConfig settings of the recipe to a list of values, a {range: [min, max]} or a
+# {log_range: [min, max]}; the engine plans the trials (grid, random, or Optuna's TPE).
+SEARCH_SPACES: dict[str, dict] = {
+    # The one-cycle peak and warm-up around the default recipe's (3e-3, 5%), and cosine beside it.
+    "lr-schedule": {
+        "engine": "tpe",
+        "parameters": {
+            "learning_rate": {"log_range": [1e-3, 1e-2]},
+            "warmup_fraction": {"range": [0.0, 0.2]},
+            "schedule": ["one_cycle", "cosine"],
+        },
+    },
+    # How hard the recipe regularises: weight decay, label smoothing, augmentation strength.
+    "regularisation": {
+        "engine": "random",
+        "parameters": {
+            "weight_decay": {"log_range": [1e-5, 1e-3]},
+            "label_smoothing": {"range": [0.0, 0.2]},
+            "rotation_degrees": {"range": [0.0, 15.0]},
+            "zoom": [0.05, 0.1, 0.15],
+        },
+    },
+    # Every combination of batch size and peak rate (6 trials).
+    "batch-lr-grid": {
+        "engine": "grid",
+        "parameters": {"batch_size": [64, 128], "learning_rate": [1.5e-3, 3e-3, 6e-3]},
+    },
+}
+DEFAULT_SEARCH_SPACE = "lr-schedule"
+
+
 def resolve_recipe(
-    name: str, *, epochs: int = 0, batch_size: int = 0, seed: int = 2
+    name: str,
+    *,
+    epochs: int = 0,
+    batch_size: int = 0,
+    seed: int = 2,
+    overrides: Mapping[str, object] | None = None,
 ) -> TrainConfig:
     """The named recipe with the user's overrides; 0 keeps the recipe's own epochs/batch size.
 
+    ``overrides`` (a sweep trial's values, by TrainConfig field) are applied last, so a trial's
+    value wins over ``epochs``/``batch_size``/``seed``.
+
     Raises:
-        RecipeError: ``name`` is not in :data:`RECIPES`.
+        RecipeError: ``name`` is not in :data:`RECIPES`, an override names no TrainConfig
+            setting, or the result is not a valid TrainConfig.
     """
     if name not in RECIPES:
         raise RecipeError(
             f"unknown training recipe {name!r}: use one of {', '.join(sorted(RECIPES))}"
         )
     recipe = RECIPES[name]
-    return replace(
+    resolved = replace(
         recipe,
         epochs=epochs or recipe.epochs,
         batch_size=batch_size or recipe.batch_size,
         seed=seed,
     )
+    if not overrides:
+        return resolved
+    unknown = sorted(set(overrides) - {field.name for field in fields(TrainConfig)})
+    if unknown:
+        raise RecipeError(
+            f"{', '.join(unknown)}: not TrainConfig settings; override only "
+            f"{', '.join(field.name for field in fields(TrainConfig))}"
+        )
+    return replace(resolved, **overrides)
 
 
 # --- Run parameters: the pipeline's parameters, declared once -------------------------------
@@ -180,6 +231,19 @@ RUN_PARAMETERS: tuple[RunParameter, ...] = (
         "checkpoint_dir", str, "",
         "Checkpoint every epoch in this folder itself; rerun with it to resume a killed run.",
         "--checkpoint-dir",
+    ),
+    # Sweep (digits.sweep): trials planned up front, trained in parallel, the best registered.
+    RunParameter(
+        "sweep", str, "",
+        "Hyperparameter sweep: a search space (" + ", ".join(SEARCH_SPACES) + ") or an inline "
+        "JSON/YAML spec; empty: one training.", "--sweep",
+    ),
+    RunParameter(
+        "trials", int, 8, "Trials of a sweep (a grid runs at most its combinations).", "--trials"
+    ),
+    RunParameter(
+        "sweep_seed", int, 0, "Seed of the sweep's engine: the same seed plans the same trials.",
+        "--sweep-seed",
     ),
     RunParameter(
         "train_baseline", bool, True,

@@ -91,3 +91,11 @@ class RegistryLookupError(DigitsError):
 
 class ServingError(DigitsError):
     """`digits serve` or `digits deploy` cannot serve or deploy what it was asked to."""
+
+
+class SweepError(DigitsError):
+    """A sweep's search space cannot be used, or none of its trials trained."""
+
+
+class TrainingError(DigitsError):
+    """Training could not finish: its loss diverged."""
