@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         help="(b): override the recipe's augmentation (layers: on the accelerator)",
     )
     parser.add_argument("--skip-reference", action="store_true", help="run (b) only")
+    parser.add_argument("--summary-json", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args(argv)
 
     import keras
@@ -202,8 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         train_path, validation_path, *held_out = load_data(work, args.rows)
+        devices = _devices()
         print(
-            f"backend {keras.backend.backend()}, devices {_devices()}, training rows "
+            f"backend {keras.backend.backend()}, devices {devices}, training rows "
             f"{args.rows or 'sample'}, held-out {len(held_out[1])}; (b) computes in "
             f"{_compute_dtype(args)}",
             flush=True,
@@ -230,6 +232,42 @@ def main(argv: list[str] | None = None) -> None:
         ratio = "n/a" if ref_reach is None or our_reach is None else f"{ref_reach / our_reach:.2f}"
         print(f"time-to-accuracy ratio R {ratio}")
         print(f"throughput ratio T {ours.images_per_second() / reference.images_per_second():.2f}")
+    if args.summary_json:
+        _write_summary(args, keras.backend.backend(), devices, paths)
+
+
+def _write_summary(args, backend: str, devices: str, paths: list[PathScore]) -> None:
+    """The printed figures as JSON: {"backend", "devices", ..., "paths": {"reference"|"ours"}}."""
+    import json
+
+    def figures(path: PathScore) -> dict:
+        return {
+            "name": path.name,
+            "epochs": len(path.epoch_seconds),
+            "images_per_second": path.images_per_second(),
+            "seconds_to_target": path.seconds_to(args.target),
+            "total_seconds": sum(path.epoch_seconds),
+            "final_held_out": path.held_out[-1],
+            "best_held_out": max(path.held_out),
+        }
+
+    names = ["ours"] if len(paths) == 1 else ["reference", "ours"]
+    summary = {
+        "backend": backend,
+        "devices": devices,
+        "rows": args.rows,
+        "recipe": args.recipe,
+        "compute_dtype": _compute_dtype(args),
+        "target": args.target,
+        "paths": {name: figures(path) for name, path in zip(names, paths, strict=True)},
+    }
+    if len(paths) == 2:
+        reference, ours = paths
+        ref_reach, our_reach = reference.seconds_to(args.target), ours.seconds_to(args.target)
+        summary["R"] = None if ref_reach is None or our_reach is None else ref_reach / our_reach
+        summary["T"] = ours.images_per_second() / reference.images_per_second()
+    args.summary_json.parent.mkdir(parents=True, exist_ok=True)
+    args.summary_json.write_text(json.dumps(summary, indent=2))
 
 
 def _compute_dtype(args) -> str:
