@@ -181,7 +181,7 @@ def batch_predict(
     Writes ``ImageId,Label`` as CSV (what Kaggle accepts) and the per-row class probabilities
     (``ImageId, prob_0..prob_9``, float32) as Parquet, in source order, ``chunk_rows`` rows at
     a time. ``model_uri`` is an MLflow model URI (``models:/name/3``, ``models:/name@champion``
-    pinned to its version once, ``runs:/<id>/model``) or a local model artifact directory.
+    pinned to its version once, ``runs:/<id>/cnn``) or a local model artifact directory.
     ``requested_uri``, when given, is what the user asked for and ``model_uri`` its pinned
     form (the pipeline: the champion, pinned to the version the gate left); it only changes
     the description. With ``mlflow_run_id``, that run gets tags ``predicted_with`` and

@@ -20,7 +20,8 @@ def register_model(
     register_version: bool = True,
     timeout_s: float = 300,
 ) -> Registration:
-    """Log params, metrics, datasets, pictures and the model; register a model version.
+    """Log params, metrics, datasets, pictures and the model (the run's output, named by its
+    family: ``cnn``, ``sklearn-baseline``); register a model version.
 
     A second call for the same ``record.pipeline_run_id`` finishes what the first left undone
     and returns the same run and version. With KFP's MLflow plugin on (``KFP_MLFLOW_CONFIG``), the
@@ -53,6 +54,11 @@ def register_model(
         version = (
             logger.register(registered_model_name, run_id, model_id) if register_version else ""
         )
+        trial_run_id = training.get("trial", {}).get("mlflow_run_id")
+        if version and trial_run_id:  # a sweep's winner (see select_best)
+            from digits.sweep_tracking import link_version
+
+            link_version(client, budget, trial_run_id, registered_model_name, version)
         if plugin is None or run_id != plugin.parent_run_id:
             # The plugin ends its own parent run when the pipeline run ends.
             logger.finish(run_id)

@@ -145,7 +145,7 @@ def test_summary_matches_mlflow_and_the_registry(first_run, mlflow_server):
 
     client = MlflowClient(mlflow_server)
     run = client.get_run(summary["mlflow_run_id"])
-    assert run.data.metrics["eval/val_accuracy"] == pytest.approx(summary["validation_accuracy"])
+    assert run.data.metrics["val/eval/accuracy"] == pytest.approx(summary["validation_accuracy"])
     version = client.get_model_version(MODEL, summary["model_version"])
     assert version.run_id == summary["mlflow_run_id"]
     assert summary["promotion_decision"] == "champion"

@@ -16,6 +16,11 @@ from digits.run_logging import RunRecord
 from digits.tracking import PIPELINE_RUN_TAG
 
 
+def _chart_sections(metric_keys) -> list[str]:
+    """MLflow 3's Model metrics tab: one section per key up to its last "/", sorted by name."""
+    return sorted({key.rsplit("/", 1)[0] if "/" in key else "" for key in metric_keys})
+
+
 @pytest.fixture(scope="module")
 def evaluation_path(tmp_path_factory, trained_model, split_sets):
     path = tmp_path_factory.mktemp("evaluation") / "report.json"
@@ -64,10 +69,13 @@ def test_logs_a_run_a_person_can_compare_and_registers_a_version(
     assert (
         run.data.params["epochs"] == "1" and run.data.params["train_data_uri"] == "/data/train.csv"
     )
-    assert {"eval/val_accuracy", "eval/val_macro_f1", "eval/val_recall_7", "val/accuracy"} <= set(
-        run.data.metrics
-    )
+    metrics = set(run.data.metrics)
+    assert {"val/eval/accuracy", "val/eval/macro_f1", "val/per_digit/recall_7"} <= metrics
+    assert {"train/loss", "val/accuracy"} <= metrics
     assert "accuracy" not in run.data.metrics  # every name says its split
+    assert len([key for key in metrics if key.startswith("val/per_digit/")]) == 30
+    # The Model metrics tab opens on the training curves; the 30 per-digit charts come last.
+    assert _chart_sections(metrics) == ["train", "val", "val/eval", "val/per_digit"]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")] == [1]
     tags = run.data.tags
     assert tags["pipeline_name"] == "digits-recognizer" and tags["kfp_run_id"] == "kfp-1"
@@ -101,15 +109,53 @@ def test_logs_a_run_a_person_can_compare_and_registers_a_version(
     experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
     (logged,) = client.search_logged_models([experiment_id])
     assert logged.source_run_id == registration.run_id
+    assert logged.name == "cnn"  # named by model family, not "model"
+    # Linked as the run's output: the run page's "Logged models" and the compare view show it.
+    assert [(o.model_id, o.step) for o in run.outputs.model_outputs] == [(logged.model_id, 0)]
     linked = json.loads(logged.tags["mlflow.modelVersions"])
     assert [(entry["name"], str(entry["version"])) for entry in linked] == [(model_name, "1")]
     on_validation = {m.key for m in logged.metrics if m.dataset_name == "validation"}
-    assert "eval/val_accuracy" in on_validation  # the Models view ranks by these
+    assert "val/eval/accuracy" in on_validation  # the Models view ranks by these
 
     import mlflow
 
     loaded = mlflow.pyfunc.load_model(registration.model_uri)  # served artifacts round-trip
     assert loaded.metadata.get_input_schema() is not None
+    by_run = mlflow.pyfunc.load_model(f"runs:/{registration.run_id}/cnn")  # the run's model
+    assert by_run.metadata.model_id == logged.model_id
+
+
+def test_the_baseline_is_logged_as_the_runs_sklearn_baseline_model(
+    tmp_path, mlflow_server, experiment_name, split_sets
+):
+    from digits.components.train_baseline import train_baseline
+
+    train_baseline(split_sets[0], tmp_path / "model", tmp_path / "history.json")
+    evaluate_model(tmp_path / "model", split_sets[1], tmp_path / "evaluation.json")
+    registration = register_model.register_model(
+        RunRecord(
+            model_dir=tmp_path / "model",
+            history_path=tmp_path / "history.json",
+            evaluation_path=tmp_path / "evaluation.json",
+            validation_path=split_sets[1],
+            pipeline_run_id="baseline",
+        ),
+        tracking_uri=mlflow_server,
+        experiment_name=experiment_name,
+        registered_model_name=f"{experiment_name}-model",
+    )
+
+    client = MlflowClient(mlflow_server)
+    (logged,) = client.search_logged_models([registration.experiment_id])
+    assert (logged.name, logged.source_run_id) == ("sklearn-baseline", registration.run_id)
+    run = client.get_run(registration.run_id)
+    assert [o.model_id for o in run.outputs.model_outputs] == [logged.model_id]
+    assert _chart_sections(run.data.metrics)[-2:] == ["val/eval", "val/per_digit"]
+
+    import mlflow
+
+    loaded = mlflow.pyfunc.load_model(f"models:/{experiment_name}-model/1")
+    assert loaded.metadata.model_id == logged.model_id
 
 
 def test_a_retried_task_returns_the_same_run_and_version(
@@ -133,6 +179,7 @@ def test_a_retried_task_returns_the_same_run_and_version(
     assert len(_runs(client, experiment_name)) == 2
     history = client.get_metric_history(first.run_id, "val/accuracy")
     assert [m.step for m in history] == [1]  # the retry logged no epoch twice
+    assert len(client.get_run(first.run_id).outputs.model_outputs) == 1  # linked once
 
 
 def test_a_lost_create_answer_still_gives_one_run_and_one_version(
@@ -143,6 +190,7 @@ def test_a_lost_create_answer_still_gives_one_run_and_one_version(
         "/api/2.0/mlflow/runs/create": 1,
         "/api/2.0/mlflow/model-versions/create": 1,
         "/api/2.0/mlflow/logged-models": 1,
+        "/api/2.0/mlflow/runs/outputs": 1,
     }
     with FaultProxy(mlflow_server, lost) as proxy:
         registration = register_model.register_model(
@@ -159,7 +207,9 @@ def test_a_lost_create_answer_still_gives_one_run_and_one_version(
     versions = client.search_model_versions(f"name = '{model_name}'")
     assert [v.version for v in versions] == ["1"]
     experiment_id = client.get_experiment_by_name(experiment_name).experiment_id
-    assert len(client.search_logged_models([experiment_id])) == 1
+    (logged,) = client.search_logged_models([experiment_id])
+    outputs = client.get_run(registration.run_id).outputs.model_outputs
+    assert [o.model_id for o in outputs] == [logged.model_id]
 
 
 def test_a_server_that_stays_down_is_one_line_and_a_later_retry_registers_once(
@@ -207,7 +257,9 @@ def test_with_kfps_mlflow_plugin_it_logs_into_the_parent_run(
 
     assert registration.run_id == parent.info.run_id
     assert [r.info.run_id for r in client.search_runs([experiment_id])] == [parent.info.run_id]
-    assert "eval/val_accuracy" in client.get_run(parent.info.run_id).data.metrics
+    parent_run = client.get_run(parent.info.run_id)
+    assert "val/eval/accuracy" in parent_run.data.metrics
+    assert len(parent_run.outputs.model_outputs) == 1  # the plugin's run shows the model
     assert client.get_run(parent.info.run_id).info.status == "RUNNING"  # the plugin ends it
     assert client.get_experiment_by_name("ignored") is None
 

@@ -17,8 +17,29 @@ from digits.artifacts import MODEL_FILENAME, Evaluation
 from digits.data import ImageSet
 from digits.tracking import MODEL_FAMILY_TAG, PIPELINE_RUN_TAG
 
-MODEL_ARTIFACT = "model"
 DATA_REPORT_ARTIFACT = "data/train_validation_report.json"
+# The logged model's name, by model family: the run page, the compare view and the experiment's
+# Models view list it by this name, and ``runs:/<run id>/<name>`` loads it.
+LOGGED_MODEL_NAMES = {"cnn": "cnn", "scikit-learn": "sklearn-baseline"}
+# The evaluation of the logged model on the validation rows. MLflow's Model metrics tab groups
+# charts into sections by the key up to its last "/" and sorts the sections by name, so these
+# come after the per-epoch curves (sections "train" and "val"): first the summary
+# ("val/eval"), then the 30 per-digit scores ("val/per_digit").
+EVAL_METRIC_PREFIX = "val/eval/"
+PER_DIGIT_METRIC_PREFIX = "val/per_digit/"
+VALIDATION_ACCURACY_METRIC = f"{EVAL_METRIC_PREFIX}accuracy"
+
+
+def logged_model_name(family: str) -> str:
+    """The name of a model family's logged model (``cnn``, ``sklearn-baseline``)."""
+    return LOGGED_MODEL_NAMES.get(family, family)
+
+
+def evaluation_metric_key(name: str) -> str:
+    """MLflow key of one of :meth:`Evaluation.scalar_metrics`: ``val/eval/accuracy``,
+    ``val/per_digit/recall_7``."""
+    per_digit = name.rsplit("_", 1)[-1].isdigit()
+    return f"{PER_DIGIT_METRIC_PREFIX if per_digit else EVAL_METRIC_PREFIX}{name}"
 
 
 @dataclass(frozen=True)
@@ -174,7 +195,7 @@ class RunLogger:
         timestamp = start + int(1000 * result.get("seconds", 0))
         evaluation_metrics = [
             Metric(
-                f"eval/val_{name}",
+                evaluation_metric_key(name),
                 value,
                 timestamp,
                 0,
@@ -239,15 +260,18 @@ class RunLogger:
         self.client.log_inputs(run_id, datasets=inputs)
 
     def _log_model(self, run_id: str, experiment_id: str) -> str:
-        """The MLflow 3 logged model of this run, created once, its files uploaded once."""
+        """The MLflow 3 logged model of this run, created once, its files uploaded once, and
+        linked as the run's output once (what the run page's "Logged models" shows)."""
         import mlflow
 
         from digits.tracking import create_once, retry
 
+        name = logged_model_name(self.family)
+
         def find():
             models = self.client.search_logged_models(
                 [experiment_id],
-                filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_ARTIFACT}'",
+                filter_string=f"source_run_id = '{run_id}' AND name = '{name}'",
                 max_results=1,
             )
             return models[0] if models else None
@@ -257,7 +281,7 @@ class RunLogger:
             find,
             lambda: self.client.create_logged_model(
                 experiment_id,
-                name=MODEL_ARTIFACT,
+                name=name,
                 source_run_id=run_id,
                 tags={MODEL_FAMILY_TAG: self.family},
                 model_type=self.family,
@@ -265,12 +289,33 @@ class RunLogger:
         )
         if str(logged.status) != "READY":
             mlflow.set_tracking_uri(self.client.tracking_uri)  # log_model has only the fluent API
-            retry(self.budget, lambda: self._upload_model(run_id, logged.model_id))
+            retry(self.budget, lambda: self._upload_model(name, logged.model_id))
+        self._link_output(run_id, logged.model_id)
         return logged.model_id
 
-    def _upload_model(self, run_id: str, model_id: str) -> None:
+    def _link_output(self, run_id: str, model_id: str) -> None:
+        """Record the model as the run's output. ``log_model`` does that only inside an active
+        run; the logged model already names its run as source, but the run page and the compare
+        view list a run's models from its outputs."""
+        from mlflow.entities import LoggedModelOutput
+
+        from digits.tracking import create_once
+
+        def find():
+            outputs = self.client.get_run(run_id).outputs
+            models = outputs.model_outputs if outputs else []
+            return True if any(output.model_id == model_id for output in models) else None
+
+        def create():
+            # Step 0: the step of the evaluation metrics logged for this model.
+            self.client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
+            return True
+
+        create_once(self.budget, find, create)
+
+    def _upload_model(self, name: str, model_id: str) -> None:
         # The logged model already names its run; no active run is needed (or ended).
-        flavor_kwargs = {"name": MODEL_ARTIFACT, "model_id": model_id}
+        flavor_kwargs = {"name": name, "model_id": model_id}
         if self.family == "cnn":
             _log_keras_model(self.record.model_dir, self.training, flavor_kwargs)
         else:
