@@ -54,6 +54,11 @@ def register_model(
         version = (
             logger.register(registered_model_name, run_id, model_id) if register_version else ""
         )
+        trial_run_id = training.get("trial", {}).get("mlflow_run_id")
+        if version and trial_run_id:  # a sweep's winner (see select_best)
+            from digits.sweep_tracking import link_version
+
+            link_version(client, budget, trial_run_id, registered_model_name, version)
         if plugin is None or run_id != plugin.parent_run_id:
             # The plugin ends its own parent run when the pipeline run ends.
             logger.finish(run_id)

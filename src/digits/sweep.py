@@ -32,6 +32,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TypedDict
 
 from digits.config import (
     AUGMENTATIONS,
@@ -496,6 +497,20 @@ def _tpe(
 
 # --- What passes between the sweep's steps ------------------------------------------------------
 
+
+class TrialPlan(TypedDict):
+    """One item of the plan the trial loop fans out over: everything a trial takes from
+    upstream steps (kfp.local 2.17.3 replaces any other upstream output in a ParallelFor body
+    with the loop item; see components/plan_prediction_shards.py)."""
+
+    trial_id: int
+    trial_name: str
+    overrides: str  # JSON object: TrainConfig setting -> value
+    parent_run_id: str  # the sweep's MLflow run ("" when not logged)
+    experiment_id: str
+    space_digest: str
+
+
 # In each trial's model directory, beside training.json: the trial, its status and its history.
 TRIAL_FILENAME = "trial.json"
 TRIAL_HISTORY_FILENAME = "history.json"
@@ -515,7 +530,8 @@ class TrialRecord:
     seconds: float = 0.0
     epochs_run: int = 0
     val_accuracy: float | None = None
-    mlflow_run_id: str = ""
+    mlflow_run_id: str = ""  # the trial's child run
+    parent_run_id: str = ""  # the sweep's run
     evaluation: dict | None = None
 
     @property
