@@ -210,4 +210,3 @@ def divergence_guard():
                 )
 
     return DivergenceGuard()
-
