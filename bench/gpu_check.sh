@@ -21,7 +21,8 @@
 #   GPU_CHECK_EPOCHS   epochs of both paths (30)
 #   GPU_CHECK_BACKEND  Keras backend (torch)
 #   GPU_CHECK_FLAGS    train_bench.py flags for (b) ("--precision mixed --jit-compile
-#                      --augmentation layers"; drop --jit-compile if torch.compile fails here)
+#                      --augmentation layers"; Keras 3.15 ignores --jit-compile, with a warning,
+#                      while the model holds its random image layers: they set supports_jit=False)
 #   GPU_CHECK_OUT      where train_bench.json and train_bench.log go (a new temporary folder)
 #   GPU_CHECK_FORCE=1  run without a GPU: checks this script's logic on a CPU (use few rows and
 #                      epochs, e.g. GPU_CHECK_BACKEND=tensorflow GPU_CHECK_ROWS=700
