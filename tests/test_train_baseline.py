@@ -22,7 +22,7 @@ def baseline(tmp_path_factory, split_sets):
     return work / "model", work / "history.json", result
 
 
-def test_writes_the_model_training_record_and_an_empty_history(baseline):
+def test_writes_the_model_training_record_and_an_empty_history(baseline, split_sets):
     model_dir, history_path, result = baseline
 
     assert (model_dir / SKLEARN_MODEL_FILENAME).is_file()
@@ -30,6 +30,7 @@ def test_writes_the_model_training_record_and_an_empty_history(baseline):
     training = json.loads((model_dir / TRAINING_FILENAME).read_text())
     assert training["recipe"] == train_baseline.DEFAULT_BASELINE_RECIPE
     assert training["config"] == {**train_baseline.BASELINE_RECIPES["pca-svc"], "seed": 2}
+    assert training["fit_rows"] == len(ImageSet.load(split_sets[0]))  # under max_fit_rows: all
     assert training["result"]["backend"] == "scikit-learn"
     assert training["result"]["model_family"] == result.model_family == "scikit-learn"
     assert training["result"]["seconds"] == result.seconds > 0
@@ -89,3 +90,18 @@ def test_wrapper_writes_the_model_dir_and_metadata(tmp_path, split_sets):
     assert model.metadata["framework"] == model.metadata["model_family"] == "scikit-learn"
     training = json.loads((tmp_path / "model" / TRAINING_FILENAME).read_text())
     assert training["config"]["seed"] == 3
+
+
+def test_a_kernel_baseline_fits_a_stratified_subsample_beyond_its_row_limit():
+    labels = np.repeat(np.arange(10), [300, 100, 100, 100, 100, 100, 100, 100, 100, 100])
+    pixels = np.arange(len(labels) * 4, dtype=np.float32).reshape(len(labels), 4)
+
+    kept_pixels, kept_labels = train_baseline.fit_rows(pixels, labels, 600, seed=2)
+
+    assert len(kept_labels) == 600
+    # Stratified: each digit keeps its share (300 of 1,200 rows are 0s, so 150 of 600).
+    assert np.bincount(kept_labels).tolist() == [150] + [50] * 9
+    # The rows kept are rows of the input, each with its own label.
+    assert np.array_equal(labels[(kept_pixels[:, 0] // 4).astype(int)], kept_labels)
+    assert train_baseline.fit_rows(pixels, labels, 0, seed=2)[1] is labels
+    assert train_baseline.fit_rows(pixels, labels, 5_000, seed=2)[1] is labels
