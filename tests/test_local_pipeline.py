@@ -98,6 +98,12 @@ def test_the_report_is_one_line_per_step_and_the_summary(first_run):
     assert "Executor" not in result.stdout and "executor_input" not in result.stdout
     for key in ("held-out accuracy", "promotion", "predicted with", "MLflow run", "task logs"):
         assert any(line.strip().startswith(key) for line in lines), key
+    # Where the time went: each step's seconds, and the wall time against the train step's.
+    assert 0 < summary["train_seconds"] == summary["step_seconds"]["train-model"]
+    assert summary["train_seconds"] < summary["seconds"]
+    (wall,) = [line for line in lines if line.strip().startswith("wall time")]
+    ratio = summary["seconds"] / summary["train_seconds"]
+    assert wall.strip().endswith(f"{ratio:.2f}x the train step ({summary['train_seconds']:.0f} s)")
     logs = Path(summary["logs_dir"])
     assert {"pipeline.log", "train-model.log", "register-model.log"} <= {
         path.name for path in logs.iterdir()

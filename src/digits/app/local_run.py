@@ -90,6 +90,14 @@ class RunSummary:
     pipeline_root: str
     logs_dir: str
     seconds: float
+    # Seconds of each task as the report saw it (ParallelFor iterations: the last one), and of
+    # the CNN's train task: where the run's time went.
+    step_seconds: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+
+    @property
+    def wall_over_train(self) -> float | None:
+        return self.seconds / self.train_seconds if self.train_seconds else None
 
     def write_json(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,9 +123,17 @@ class RunSummary:
             ("MLflow run", self.mlflow_run_id),
             ("MLflow UI", self.mlflow_ui_command),
             ("task logs", self.logs_dir),
-            ("wall time", f"{self.seconds:.0f} s"),
+            ("wall time", self._wall_time()),
         ]
         return [f"  {name:<20} {value}" for name, value in rows]
+
+    def _wall_time(self) -> str:
+        if self.wall_over_train is None:
+            return f"{self.seconds:.0f} s"
+        return (
+            f"{self.seconds:.0f} s, {self.wall_over_train:.2f}x the train step "
+            f"({self.train_seconds:.0f} s)"
+        )
 
 
 def local_mlflow_store(output_dir: Path) -> tuple[str, str]:
@@ -248,6 +264,15 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
         pipeline_root=str(pipeline_root),
         logs_dir=str(logs_dir),
         seconds=round(time.perf_counter() - started, 1),
+        step_seconds={name: round(task.seconds, 1) for name, task in router.tasks.items()},
+        train_seconds=round(
+            sum(
+                task.seconds
+                for name, task in router.tasks.items()
+                if name in identities and identities[name].function == "train_model"
+            ),
+            1,
+        ),
     )
 
 
