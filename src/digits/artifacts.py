@@ -31,6 +31,9 @@ class Evaluation:
     f1: list[float]
     support: list[int]
     confusion_matrix: list[list[int]]
+    # The predicted class of each row, in the split's order: what the pictures of mistakes need,
+    # so no later step predicts the rows again.
+    predicted: list[int] = field(default_factory=list)
 
     def scalar_metrics(self) -> dict[str, float]:
         """Flat name -> value map, the shape KFP Metrics and MLflow both take."""

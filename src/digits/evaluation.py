@@ -30,6 +30,7 @@ def evaluate_probabilities(labels: np.ndarray, probabilities: np.ndarray) -> Eva
         f1=f1.tolist(),
         support=support.tolist(),
         confusion_matrix=confusion_matrix(labels, predicted, labels=classes).tolist(),
+        predicted=predicted.tolist(),
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from digits.artifacts import MODEL_FILENAME, Evaluation
 from digits.data import ImageSet
+from digits.errors import RegistrationError
 from digits.tracking import MODEL_FAMILY_TAG, PIPELINE_RUN_TAG
 
 DATA_REPORT_ARTIFACT = "data/train_validation_report.json"
@@ -341,11 +342,17 @@ class RunLogger:
         self.client.log_figure(run_id, self._misclassified(), plots.MISCLASSIFIED_PNG)
 
     def _misclassified(self):
-        from digits import plots
-        from digits.predictor import load_predictor
+        import numpy as np
 
-        validation = self.validation
-        predicted = load_predictor(self.record.model_dir)(validation.images).argmax(axis=1)
+        from digits import plots
+
+        validation, predicted = self.validation, np.asarray(self.evaluation.predicted)
+        if len(predicted) != len(validation):
+            raise RegistrationError(
+                f"the evaluation report has {len(predicted)} predicted classes for "
+                f"{len(validation)} validation rows: evaluate the model on this run's "
+                "validation split (evaluate_model writes them)"
+            )
         return plots.misclassified_figure(validation.images, validation.labels, predicted)
 
     def register(self, model_name: str, run_id: str, model_id: str) -> str:
