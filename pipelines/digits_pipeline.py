@@ -4,7 +4,8 @@ fingerprint_source → ingest_csv → validate_data → normalize_and_split → 
 evaluate_model → register_model (MLflow) → promote_model (champion/challenger) → batch_predict
 (the version the gate left as champion, over N shards) → collect_predictions, with the unlabeled
 CSV fingerprinted, ingested and validated alongside, and a CPU-only classical baseline
-(train_baseline → evaluate_model → register_model, its own MLflow run) beside the CNN.
+(train_baseline → evaluate_model → register_model, its own MLflow run) beside the CNN. With
+``sweep`` set, a hyperparameter sweep (``stages.sweep``) takes the single training's place.
 Parameters come from ``digits.config.RUN_PARAMETERS``; placement, retries, caching and secrets
 are set here and in ``stages``/``placement``; the components hold only logic.
 """
@@ -19,7 +20,14 @@ from digits.pipelines.placement import (
     secure_and_size_all_tasks,
     use_mlflow_credentials,
 )
-from digits.pipelines.stages import Steps, gate, register, validated_rows, with_run_parameters
+from digits.pipelines.stages import (
+    Steps,
+    gate,
+    register,
+    sweep,
+    validated_rows,
+    with_run_parameters,
+)
 from digits.tracking import PIPELINE_NAME
 
 
@@ -27,15 +35,15 @@ def build_pipeline(settings: ClusterSettings | None = None, for_kfp_local: bool 
     """Return the ``@dsl.pipeline`` function, with images and GPU placement from ``settings``
     (``for_kfp_local``: without what kfp.local cannot resolve, see ``stages.Steps``)."""
     from kfp import dsl
-    from kfp.dsl import Artifact, Dataset, Model
+    from kfp.dsl import Dataset
 
     settings = settings or ClusterSettings()
     steps = Steps(settings, for_kfp_local)
 
+    # The registered model and its evaluation are not outputs: they come from one of two
+    # branches, and kfp.local 2.17.3 merges only parameters with dsl.OneOf (see below).
     class PipelineOutputs(NamedTuple):
         submission: Dataset
-        model: Model
-        evaluation: Artifact
         mlflow_run_id: str
         model_version: str
         promotion_decision: str
@@ -56,26 +64,39 @@ def build_pipeline(settings: ClusterSettings | None = None, for_kfp_local: bool 
             validation_fraction=p.validation_fraction,
             seed=p.split_seed,
         ).set_caching_options(True)
-        trained = steps.train_model(
-            train=split.outputs["train"],
-            validation=split.outputs["validation"],
-            recipe=p.recipe,
-            epochs=p.epochs,
-            batch_size=p.batch_size,
-            seed=p.seed,
-            checkpoint_root=p.checkpoint_root,
-            checkpoint_dir=p.checkpoint_dir,
-            pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        # One training, or (sweep set) a sweep whose best trial is registered. KFP returns the
+        # outputs of tasks under dsl.If only through dsl.OneOf, and kfp.local 2.17.3 merges only
+        # parameters that way (an artifact OneOf fails: "Expected 1 artifact"), so each branch
+        # registers and gates its own model, and the branches' parameters are merged below.
+        with dsl.If(p.sweep == "", name="single-training"):
+            trained = steps.train_model(
+                train=split.outputs["train"],
+                validation=split.outputs["validation"],
+                recipe=p.recipe,
+                epochs=p.epochs,
+                batch_size=p.batch_size,
+                seed=p.seed,
+                checkpoint_root=p.checkpoint_root,
+                checkpoint_dir=p.checkpoint_dir,
+                pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            )
+            # Never from the cache: the key covers the image tag, not the code that resolves
+            # the recipe name, and a cached model would be registered again as a new version.
+            trained.set_caching_options(False)
+            place_on_gpu_pool(trained, settings)
+            evaluation = steps.evaluate_model(
+                model=trained.outputs["model"], validation=split.outputs["validation"]
+            ).set_caching_options(False)
+            single = register(steps, p, trained, evaluation, split, train_rows, True, p.run_name)
+            single_gate = gate(steps, p, evaluation, split, single)
+        with dsl.Else(name="sweep"):
+            swept, sweep_gate = sweep(steps, p, split, train_rows)
+        mlflow_run_id = dsl.OneOf(single.outputs["mlflow_run_id"], swept.outputs["mlflow_run_id"])
+        model_version = dsl.OneOf(single.outputs["model_version"], swept.outputs["model_version"])
+        champion_version = dsl.OneOf(
+            single_gate.outputs["champion_version"], sweep_gate.outputs["champion_version"]
         )
-        # Never from the cache: the key covers the image tag, not the code that resolves the
-        # recipe name, and a cached model would be registered again as a new version.
-        trained.set_caching_options(False)
-        place_on_gpu_pool(trained, settings)
-        evaluation = steps.evaluate_model(
-            model=trained.outputs["model"], validation=split.outputs["validation"]
-        ).set_caching_options(False)
-        registration = register(steps, p, trained, evaluation, split, train_rows, True, p.run_name)
-        promotion = gate(steps, p, evaluation, split, registration)
+        decision = dsl.OneOf(single_gate.outputs["decision"], sweep_gate.outputs["decision"])
 
         # The classical baseline, on CPU beside the CNN, scored by the same step on the same rows
         # and logged as its own MLflow run. KFP returns no outputs of tasks under dsl.If, so
@@ -104,7 +125,7 @@ def build_pipeline(settings: ClusterSettings | None = None, for_kfp_local: bool 
             deployment = steps.deploy_model(
                 mlflow_tracking_uri=p.mlflow_tracking_uri,
                 registered_model_name=p.registered_model_name,
-                champion_version=promotion.outputs["champion_version"],
+                champion_version=champion_version,
                 service_name=p.deploy_name,
                 namespace=p.deploy_namespace,
                 serving_image=settings.image,
@@ -123,8 +144,8 @@ def build_pipeline(settings: ClusterSettings | None = None, for_kfp_local: bool 
         # inputs, so cached.
         plan = steps.plan_prediction_shards(
             shard_count=p.predict_shards,
-            champion_version=promotion.outputs["champion_version"],
-            mlflow_run_id=registration.outputs["mlflow_run_id"],
+            champion_version=champion_version,
+            mlflow_run_id=mlflow_run_id,
         ).set_caching_options(True)
         with dsl.ParallelFor(plan.output) as shard_plan:
             shard = steps.batch_predict(
@@ -147,11 +168,9 @@ def build_pipeline(settings: ClusterSettings | None = None, for_kfp_local: bool 
 
         return PipelineOutputs(
             submission=predictions.outputs["submission"],
-            model=trained.outputs["model"],
-            evaluation=evaluation.outputs["report"],
-            mlflow_run_id=registration.outputs["mlflow_run_id"],
-            model_version=registration.outputs["model_version"],
-            promotion_decision=promotion.outputs["decision"],
+            mlflow_run_id=mlflow_run_id,
+            model_version=model_version,
+            promotion_decision=decision,
             predicted_with=predictions.outputs["Output"],
         )
 

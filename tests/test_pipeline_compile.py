@@ -24,34 +24,52 @@ EXPECTED_DEPENDENCIES = {
     "ingest-csv": {"fingerprint-source"},
     "validate-data": {"ingest-csv"},
     "normalize-and-split": {"validate-data"},
-    "train-model": {"normalize-and-split"},
-    "evaluate-model": {"train-model", "normalize-and-split"},
-    "register-model": {"train-model", "evaluate-model", "normalize-and-split", "validate-data"},
-    "promote-model": {"evaluate-model", "normalize-and-split", "register-model"},
+    # dsl.If(sweep == "") / dsl.Else: the single training or a sweep; their MLflow run, version
+    # and the gate's decision merged by dsl.OneOf (condition-2 / condition-3 inside).
+    "condition-branches-1": {"normalize-and-split", "validate-data"},
     "fingerprint-source-2": set(),
     "ingest-csv-2": {"fingerprint-source-2"},
     "validate-data-2": {"ingest-csv-2"},
     # Each shard's plan pins the exact version the gate left as champion, and the MLflow run.
-    "plan-prediction-shards": {"promote-model", "register-model"},
+    "plan-prediction-shards": {"condition-branches-1"},
     # The loop body takes only its plan from upstream tasks (see plan_prediction_shards).
-    "for-loop-4": {"plan-prediction-shards", "validate-data-2"},
-    "collect-predictions": {"for-loop-4"},
-    # Inside condition-3 (pipeline parameter deploy): serve the gate's champion with KServe.
-    "condition-3": {"promote-model"},
-    "condition-1": {"normalize-and-split", "validate-data"},
+    "for-loop-8": {"plan-prediction-shards", "validate-data-2"},
+    "collect-predictions": {"for-loop-8"},
+    # Inside condition-7 (pipeline parameter deploy): serve the gate's champion with KServe.
+    "condition-7": {"condition-branches-1"},
+    "condition-5": {"normalize-and-split", "validate-data"},
 }
-# Inside condition-1 (pipeline parameter train_baseline): the classical baseline on CPU, its own
-# MLflow run, and (condition-2, baseline_candidate) its own pass through the promotion gate.
+# Inside condition-2 (sweep empty): the single training, its tasks and edges as before sweeps.
+EXPECTED_SINGLE_TRAINING_DEPENDENCIES = {
+    "train-model": set(),
+    "evaluate-model": {"train-model"},
+    "register-model": {"train-model", "evaluate-model"},
+    "promote-model": {"evaluate-model", "register-model"},
+}
+# Inside condition-3 (sweep set): plan, the trial loop (for-loop-4: train-trial, evaluate-trial),
+# the best trial, its registration and gate (tests/test_sweep_pipeline.py checks it).
+EXPECTED_SWEEP_DEPENDENCIES = {
+    "plan-trials": set(),
+    "for-loop-4": {"plan-trials"},
+    "select-best": {"for-loop-4"},
+    "register-model-2": {"select-best"},
+    "promote-model-2": {"select-best", "register-model-2"},
+}
+# Inside condition-5 (pipeline parameter train_baseline): the classical baseline on CPU, its own
+# MLflow run, and (condition-6, baseline_candidate) its own pass through the promotion gate.
 EXPECTED_BASELINE_DEPENDENCIES = {
     "train-baseline": set(),
     "evaluate-model-2": {"train-baseline"},
-    "register-model-2": {"train-baseline", "evaluate-model-2"},
-    "condition-2": {"evaluate-model-2", "register-model-2"},
+    "register-model-3": {"train-baseline", "evaluate-model-2"},
+    "condition-6": {"evaluate-model-2", "register-model-3"},
 }
 CONTAINER_TASKS = (
-    set(EXPECTED_DEPENDENCIES) - {"for-loop-4", "condition-1", "condition-3"}
-    | set(EXPECTED_BASELINE_DEPENDENCIES) - {"condition-2"}
-    | {"batch-predict", "promote-model-2", "deploy-model"}
+    set(EXPECTED_DEPENDENCIES)
+    - {"for-loop-8", "condition-5", "condition-7", "condition-branches-1"}
+    | set(EXPECTED_SINGLE_TRAINING_DEPENDENCIES)
+    | set(EXPECTED_SWEEP_DEPENDENCIES) - {"for-loop-4"}
+    | set(EXPECTED_BASELINE_DEPENDENCIES) - {"condition-6"}
+    | {"batch-predict", "promote-model-3", "deploy-model", "train-trial", "evaluate-trial"}
 )
 
 
@@ -68,6 +86,22 @@ def compiled(tmp_path_factory):
     return _compile(tmp_path_factory.mktemp("compiled"))
 
 
+def dag_tasks(spec: dict, group: str) -> dict:
+    """The tasks of a sub-DAG (a condition or loop) by its task name in its parent DAG."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    for dag in dags:
+        if group in dag["tasks"]:
+            return spec["components"][dag["tasks"][group]["componentRef"]["name"]]["dag"]["tasks"]
+    raise KeyError(group)
+
+
+def task_spec(spec: dict, name: str) -> dict:
+    """A task's spec, wherever it is in the DAGs."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    (task,) = [dag["tasks"][name] for dag in dags if name in dag["tasks"]]
+    return task
+
+
 def test_dag_has_the_expected_tasks_and_edges(compiled):
     spec, _ = compiled
     tasks = spec["root"]["dag"]["tasks"]
@@ -76,9 +110,36 @@ def test_dag_has_the_expected_tasks_and_edges(compiled):
     )
 
 
+def test_without_a_sweep_the_single_training_runs_its_tasks_as_before(compiled):
+    spec, _ = compiled
+    branches = dag_tasks(spec, "condition-branches-1")
+    assert branches["condition-2"]["triggerPolicy"]["condition"] == (
+        "inputs.parameter_values['pipelinechannel--sweep'] == ''"
+    )
+    assert "!(" in branches["condition-3"]["triggerPolicy"]["condition"]  # dsl.Else
+    single = dag_tasks(spec, "condition-2")
+    assert {name: set(task.get("dependentTasks", [])) for name, task in single.items()} == (
+        EXPECTED_SINGLE_TRAINING_DEPENDENCIES
+    )
+    sweep = dag_tasks(spec, "condition-3")
+    assert {name: set(task.get("dependentTasks", [])) for name, task in sweep.items()} == (
+        EXPECTED_SWEEP_DEPENDENCIES
+    )
+    train = single["train-model"]["inputs"]
+    assert set(train["parameters"]) == {
+        "recipe", "epochs", "batch_size", "seed", "checkpoint_root", "checkpoint_dir",
+        "pipeline_run_id",
+    }  # fmt: skip
+    assert set(train["artifacts"]) == {"train", "validation"}
+    assert single["register-model"]["inputs"]["artifacts"]["model"]["taskOutputArtifact"] == {
+        "producerTask": "train-model",
+        "outputArtifactKey": "model",
+    }
+
+
 def test_baseline_branch_is_switchable_and_scored_by_the_same_step(compiled):
     spec, _ = compiled
-    condition = spec["root"]["dag"]["tasks"]["condition-1"]
+    condition = spec["root"]["dag"]["tasks"]["condition-5"]
     assert condition["triggerPolicy"]["condition"] == (
         "inputs.parameter_values['pipelinechannel--train_baseline'] == true"
     )
@@ -129,36 +190,37 @@ def test_only_the_training_task_asks_for_a_gpu_and_the_gpu_pool(compiled):
         for name, executor in executors.items()
         if "accelerator" in executor["container"].get("resources", {})
     }
-    assert with_gpu == {"exec-train-model"}
-    accelerator = executors["exec-train-model"]["container"]["resources"]["accelerator"]
-    assert accelerator["resourceType"] == "nvidia.com/gpu" and accelerator["resourceCount"] == "1"
-
+    assert with_gpu == {"exec-train-model", "exec-train-trial"}
     placed = platform["deploymentSpec"]["executors"]
-    assert placed["exec-train-model"]["nodeSelector"]["labels"] == {
-        "nvidia.com/gpu.present": "true"
-    }
-    assert placed["exec-train-model"]["tolerations"] == [
-        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
-    ]
+    for executor in with_gpu:
+        accelerator = executors[executor]["container"]["resources"]["accelerator"]
+        assert accelerator["resourceType"] == "nvidia.com/gpu"
+        assert accelerator["resourceCount"] == "1"
+        assert placed[executor]["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+        assert placed[executor]["tolerations"] == [
+            {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+        ]
 
 
 def test_images_retries_and_caching_are_set_in_the_pipeline(compiled):
     spec, _ = compiled
     executors = spec["deploymentSpec"]["executors"]
     settings = ClusterSettings()
-    assert executors["exec-train-model"]["container"]["image"] == settings.train_image
-    assert {e["container"]["image"] for n, e in executors.items() if n != "exec-train-model"} == {
+    training = {"exec-train-model", "exec-train-trial"}
+    for executor in training:
+        assert executors[executor]["container"]["image"] == settings.train_image
+    assert {e["container"]["image"] for n, e in executors.items() if n not in training} == {
         settings.image
     }
-    tasks = spec["root"]["dag"]["tasks"]
-    retry = tasks["train-model"]["retryPolicy"]
-    assert retry["maxRetryCount"] == settings.train_retries
-    assert retry["backoffDuration"] == settings.train_retry_backoff
-    # The train task learns its run id, for <checkpoint_root>/<run id>/.
-    train_inputs = tasks["train-model"]["inputs"]["parameters"]
-    assert "pipeline_run_id" in train_inputs
-    assert tasks["register-model"]["retryPolicy"]["maxRetryCount"] == 3
-    assert tasks["register-model"]["cachingOptions"].get("enableCache") is not True
+    for name in ("train-model", "train-trial"):
+        retry = task_spec(spec, name)["retryPolicy"]
+        assert retry["maxRetryCount"] == settings.train_retries
+        assert retry["backoffDuration"] == settings.train_retry_backoff
+        # The train task learns its run id, for <checkpoint_root>/<run id>/.
+        assert "pipeline_run_id" in task_spec(spec, name)["inputs"]["parameters"]
+    register = task_spec(spec, "register-model")
+    assert register["retryPolicy"]["maxRetryCount"] == 3
+    assert register["cachingOptions"].get("enableCache") is not True
 
 
 def test_pipeline_parameters_and_their_defaults(compiled):
@@ -218,7 +280,7 @@ def test_wrapper_bodies_are_self_contained(tmp_path, step):
 
 
 # Step function -> expected setting. Steps not named here get the defaults below.
-GPU_STEPS = {"train_model"}
+GPU_STEPS = {"train_model", "train_trial"}
 # Caching, chosen for every task (README, "Caching by content"): the data steps are reused when
 # the content fingerprint (never cached itself) is unchanged; training and everything that
 # writes to MLflow or reads the registry runs every time.
@@ -237,13 +299,27 @@ TASK_CACHING = {
     "evaluate-model-2": False,
     "register-model": False,
     "register-model-2": False,
+    "register-model-3": False,
     "promote-model": False,
     "promote-model-2": False,
+    "promote-model-3": False,
+    # The sweep: it opens, writes and reads MLflow runs, and trains.
+    "plan-trials": False,
+    "train-trial": False,
+    "evaluate-trial": False,
+    "select-best": False,
     "batch-predict": False,
     "collect-predictions": False,
     "deploy-model": False,
 }
-RETRIES = {"train_model": 3, "register_model": 3, "promote_model": 3, "deploy_model": 2}
+RETRIES = {
+    "train_model": 3,
+    "train_trial": 3,
+    "evaluate_trial": 3,
+    "register_model": 3,
+    "promote_model": 3,
+    "deploy_model": 2,
+}
 
 
 def _container_tasks(spec: dict, platform: dict):
@@ -329,7 +405,10 @@ def test_mlflow_credentials_come_from_the_optional_secret_only_where_mlflow_is_u
         # Never a literal credential in the container's own environment.
         env_names = {variable["name"] for variable in container.get("env", [])}
         assert not env_names & set(MLFLOW_CREDENTIAL_KEYS), name
-    assert {"register-model", "promote-model", "batch-predict", "register-model-2"} <= with_secret
+    assert {
+        "register-model", "promote-model", "batch-predict", "register-model-2", "plan-trials",
+        "evaluate-trial", "select-best",
+    } <= with_secret  # fmt: skip
 
 
 def test_caching_and_retries_task_by_task(compiled):
@@ -374,8 +453,9 @@ def test_more_than_one_gpu_is_refused_before_compiling():
 
 def test_register_gets_the_schedule_time_on_a_cluster_and_the_schedule_parameters(compiled):
     spec, _ = compiled
-    inputs = spec["root"]["dag"]["tasks"]["register-model"]["inputs"]["parameters"]
+    inputs = task_spec(spec, "register-model")["inputs"]["parameters"]
     scheduled_at = inputs["scheduled_at"]["runtimeValue"]["constant"]
     assert scheduled_at == "{{$.pipeline_job_schedule_time_utc}}"
     for name in ("schedule_name", "pipeline_version"):
-        assert inputs[name]["componentInputParameter"] == name
+        # Inside a condition a pipeline parameter arrives as "pipelinechannel--<name>".
+        assert inputs[name]["componentInputParameter"] == f"pipelinechannel--{name}"

@@ -51,6 +51,9 @@ class ClusterSettings:
     # preemption costs at most one epoch; size retries to the preemptions a run may meet.
     train_retries: int = 3
     train_retry_backoff: str = "30s"
+    # A sweep's trials training at once (each on one GPU of the pool); 0: all. KFP's IR takes
+    # the loop's parallelism as a number fixed at compile time, not as a run parameter.
+    trial_parallelism: int = 4
     # The images' `digits` user (docker/Dockerfile: USER 1000:1000).
     run_as_user: int = 1000
     run_as_group: int = 1000
@@ -60,11 +63,14 @@ class ClusterSettings:
     def __post_init__(self) -> None:
         from digits.errors import SettingsError
 
+        if self.trial_parallelism < 0:
+            raise SettingsError(
+                f"trial_parallelism={self.trial_parallelism}: pass 0 (every trial at once) or "
+                "more (--trial-parallelism N)"
+            )
         if self.gpu_count > 1:
             raise SettingsError(
                 f"{self.gpu_count} GPUs requested, but the train step trains on one device, so "
                 f"{self.gpu_count - 1} would sit idle: compile with --gpus 1 (a bigger GPU is "
                 "the way to go faster)."
             )
-
-

@@ -71,6 +71,10 @@ def run(
         str | None,
         typer.Option(help="--runner docker: GPUs for the containers, 'all' or a count."),
     ] = None,
+    trial_parallelism: Annotated[
+        int,
+        typer.Option(help="--sweep: trials training at once (each uses every core; 0: all)."),
+    ] = 1,
 ) -> None:
     """Run the whole pipeline locally (kfp.local) on the bundled sample or your own CSVs.
 
@@ -91,6 +95,20 @@ def run(
         )
     except RecipeError as error:
         _refuse("run", f"--recipe: {error}")
+    if parameters["sweep"]:  # every trial's recipe, before anything runs
+        from digits.components.plan_trials import plan_trials
+        from digits.errors import SweepError
+
+        try:
+            plan_trials(
+                parameters["sweep"], parameters["trials"], parameters["sweep_seed"],
+                parameters["recipe"], parameters["epochs"], parameters["batch_size"],
+                parameters["seed"],
+            )  # fmt: skip
+        except SweepError as error:
+            _refuse("run", f"--sweep: {error}")
+    if trial_parallelism < 0:
+        _refuse("run", f"--trial-parallelism {trial_parallelism}: pass 0 (all at once) or more")
     if runner is Runner.subprocess and (image or train_image or gpus):
         _refuse("run", "--image, --train-image and --gpus need --runner docker")
     if gpus is not None and gpus != "all" and not (gpus.isdigit() and int(gpus) > 0):
@@ -103,6 +121,7 @@ def run(
         output_dir=output_dir,
         verbose=verbose,
         cache=cache,
+        trial_parallelism=trial_parallelism,
         docker=DockerSettings(image=image, train_image=train_image, gpus=gpus)
         if runner is Runner.docker
         else None,
@@ -684,8 +703,8 @@ def _time_zone(name: str):
 
 
 def _cluster_settings(
-    image, train_image, gpu_node_selector, gpu_toleration, gpus, train_cpu, train_cpu_limit,
-    train_memory, step_cpu, step_cpu_limit, step_memory, mlflow_secret,
+    image, train_image, gpu_node_selector, gpu_toleration, gpus, trial_parallelism, train_cpu,
+    train_cpu_limit, train_memory, step_cpu, step_cpu_limit, step_memory, mlflow_secret,
 ):  # fmt: skip
     """ClusterSettings from the compile options; an option left out keeps its default."""
     from digits.errors import SettingsError
@@ -705,6 +724,9 @@ def _cluster_settings(
             if gpu_toleration
             else defaults.gpu_tolerations,
             gpu_count=gpus,
+            trial_parallelism=defaults.trial_parallelism
+            if trial_parallelism is None
+            else trial_parallelism,
             train_resources=Resources(
                 cpu_request=train_cpu or train.cpu_request,
                 cpu_limit=train_cpu_limit or train.cpu_limit,

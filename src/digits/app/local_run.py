@@ -10,7 +10,7 @@ import sys
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,8 @@ class LocalRunSettings:
     # rerun on unchanged files are reused; changed content behind the same path is read again.
     cache: bool = True
     docker: DockerSettings | None = None  # None: every task runs in this Python environment
+    # A sweep's trials training at once; locally 1, as each one uses every core.
+    trial_parallelism: int = 1
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.arguments) - {p.name for p in RUN_PARAMETERS})
@@ -161,6 +163,7 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
     from digits.errors import PipelineStepError
     from digits.evaluation import held_out_accuracy
     from digits.pipelines.digits_pipeline import ClusterSettings, build_pipeline
+    from digits.pipelines.stages import GPU_STEPS
 
     started = time.perf_counter()
     # Pinned to the terminal: inside the run, sys.stdout is the router.
@@ -188,6 +191,7 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
         from digits.app.docker_runner import docker_runner
 
         runner, cluster = docker_runner(settings.docker, local_paths)
+    cluster = replace(cluster, trial_parallelism=settings.trial_parallelism)
     local.init(
         runner=runner,
         pipeline_root=str(pipeline_root),
@@ -229,11 +233,11 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
     # Kaggle wants a .csv; the artifact itself stays in the pipeline root.
     submission = settings.output_dir / "submission.csv"
     shutil.copyfile(outputs["submission"].path, submission)
-    model_dir = Path(outputs["model"].path)
-    evaluation = Evaluation.read(Path(outputs["evaluation"].path))
-    # KFP returns no outputs from under dsl.If: the baseline's report is where kfp.local puts
-    # the output of the task displayed as "evaluate baseline", beside the CNN's.
-    run_root = Path(outputs["evaluation"].path).parents[1]
+    # KFP returns no artifacts from under dsl.If: the registered model, its evaluation and the
+    # baseline's report are where kfp.local puts the outputs of the tasks that made them.
+    run_root = Path(outputs["submission"].path).parents[1]
+    model_dir, evaluation_path = registered_model(run_root, identities)
+    evaluation = Evaluation.read(evaluation_path)
     baseline_report = next(
         (
             run_root / task / "report"
@@ -269,11 +273,30 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
             sum(
                 task.seconds
                 for name, task in router.tasks.items()
-                if name in identities and identities[name].function == "train_model"
+                if name in identities and identities[name].function in GPU_STEPS
             ),
             1,
         ),
     )
+
+
+def registered_model(run_root: Path, identities: Mapping) -> tuple[Path, Path]:
+    """(model directory, evaluation report) of the CNN a local run registered: the sweep's
+    select_best copies the best trial's; without a sweep, the train and evaluate steps'."""
+    from digits.app.progress import tasks_of
+
+    def output(function: str, name: str, leave_out: tuple[str, ...] = ()) -> Path | None:
+        for task, identity in identities.items():
+            path = run_root / task / name
+            if identity.function == function and task not in leave_out and path.exists():
+                return path
+        return None
+
+    selected = output("select_best", "model")
+    if selected is not None:
+        return selected, selected.with_name("report")
+    baseline = tuple(tasks_of(identities, "evaluate baseline"))
+    return output("train_model", "model"), output("evaluate_model", "report", baseline)
 
 
 @contextlib.contextmanager

@@ -47,7 +47,8 @@ def _option(name: str, kind, default, help_text: str, *declarations: str) -> ins
     )
 
 
-# Compile options: images, pod sizes, GPU placement and the MLflow Secret (ClusterSettings).
+# Compile options: images, pod sizes, GPU placement, a sweep's parallelism and the MLflow
+# Secret (ClusterSettings).
 COMPILE_OPTIONS: tuple[inspect.Parameter, ...] = (
     _option("image", str | None, None, "Image of the CPU steps."),
     _option("train_image", str | None, None, "Image of the GPU training step."),
@@ -60,6 +61,10 @@ COMPILE_OPTIONS: tuple[inspect.Parameter, ...] = (
         "KEY[=VALUE][:EFFECT] taint of the GPU node pool (repeatable).",
     ),
     _option("gpus", int, 1, "nvidia.com/gpu limit of the training task."),
+    _option(
+        "trial_parallelism", int | None, None,
+        "A sweep's trials training at once, each on a GPU of the pool (0: all); default 4.",
+    ),
     _option("train_cpu", str | None, None, "CPU request of the training task."),
     _option("train_cpu_limit", str | None, None, "CPU limit of the training task."),
     _option(
