@@ -5,6 +5,10 @@ from pathlib import Path
 
 from digits.errors import PredictionError
 
+# Rows read and written per step: submission rows are two integers, probability rows eleven
+# numbers, so a chunk stays a few MiB.
+CHUNK_ROWS = 65_536
+
 
 @dataclass(frozen=True)
 class CollectedPredictions:
@@ -19,37 +23,89 @@ def collect_predictions(
     submission_path: Path,
     probabilities_path: Path,
     predicted_with: list[str] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> CollectedPredictions:
-    """Concatenate the shards ordered by ImageId; every ImageId must appear exactly once.
+    """Join the shards in ImageId order; every ImageId must appear exactly once.
+
+    Each shard holds one contiguous slice of the rows in source order, so the shards are
+    ordered by their first ImageId and streamed through ``chunk_rows`` rows at a time: memory
+    stays bounded whatever the row count, as in each shard.
 
     Raises:
-        PredictionError: an ImageId is in two shards, or the shards used different models.
+        PredictionError: an ImageId is in two shards (or a shard is out of order), or the
+            shards used different models.
     """
-    import pandas as pd
-
-    submission = pd.concat([pd.read_csv(path) for path in submission_paths], ignore_index=True)
-    probabilities = pd.concat(
-        [pd.read_parquet(path) for path in probability_paths], ignore_index=True
-    )
-    duplicated = submission["ImageId"][submission["ImageId"].duplicated()]
-    if len(duplicated):
-        raise PredictionError(
-            f"ImageId {duplicated.iloc[0]} is in more than one prediction shard; "
-            "rerun the prediction with the same predict_shards for every shard"
-        )
     models = sorted(set(predicted_with or []))
     if len(models) > 1:
         raise PredictionError(
             f"prediction shards used different models ({', '.join(models)}): the champion moved "
             "during prediction; pass predict_model_uri pinned to one version and rerun"
         )
-    submission.sort_values("ImageId").to_csv(submission_path, index=False)
-    probabilities.sort_values("ImageId").to_parquet(probabilities_path, index=False)
+    order = sorted(range(len(submission_paths)), key=lambda i: _first_image_id(submission_paths[i]))
+    rows = _join_csv([submission_paths[i] for i in order], submission_path, chunk_rows)
+    _join_parquet([probability_paths[i] for i in order], probabilities_path, chunk_rows)
     return CollectedPredictions(
-        rows=len(submission),
-        shards=len(submission_paths),
-        predicted_with=models[0] if models else "",
+        rows=rows, shards=len(submission_paths), predicted_with=models[0] if models else ""
     )
+
+
+class _InOrder:
+    """Checks that ImageIds arrive strictly increasing across every chunk of every shard."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def check(self, image_ids) -> None:
+        import numpy as np
+
+        if not len(image_ids):
+            return
+        steps = np.diff(np.concatenate([[self.last], image_ids]))
+        bad = np.flatnonzero(steps <= 0)
+        if len(bad):
+            raise PredictionError(
+                f"ImageId {image_ids[bad[0]]} is in more than one prediction shard; "
+                "rerun the prediction with the same predict_shards for every shard"
+            )
+        self.last = int(image_ids[-1])
+
+
+def _first_image_id(path: Path) -> float:
+    import pandas as pd
+
+    first = pd.read_csv(path, nrows=1)["ImageId"]
+    return float(first.iloc[0]) if len(first) else float("inf")  # empty shards last
+
+
+def _join_csv(paths: list[Path], output: Path, chunk_rows: int) -> int:
+    import pandas as pd
+
+    in_order, rows = _InOrder(), 0
+    with open(output, "w", newline="") as out:
+        for index, path in enumerate(paths):
+            for chunk in pd.read_csv(path, chunksize=chunk_rows):
+                in_order.check(chunk["ImageId"].to_numpy())
+                chunk.to_csv(out, index=False, header=index == 0 and rows == 0)
+                rows += len(chunk)
+        if rows == 0 and paths:  # only empty shards: still the header
+            pd.read_csv(paths[0], nrows=0).to_csv(out, index=False)
+    return rows
+
+
+def _join_parquet(paths: list[Path], output: Path, chunk_rows: int) -> None:
+    import pyarrow.parquet as pq
+
+    in_order, writer = _InOrder(), None
+    try:
+        for path in paths:
+            shard = pq.ParquetFile(path)
+            writer = writer or pq.ParquetWriter(output, shard.schema_arrow)
+            for batch in shard.iter_batches(batch_size=chunk_rows):
+                in_order.check(batch.column("ImageId").to_numpy())
+                writer.write_batch(batch)
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 def component(image: str):

@@ -1,5 +1,7 @@
 """Step 8: batch_predict (champion from the registry, shards) and collect_predictions."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -91,6 +93,22 @@ def test_three_shards_collected_equal_one(tmp_path, trained_model, test_csv):
     assert pd.read_csv(tmp_path / "submission.csv").equals(pd.read_csv(whole))
     pd.testing.assert_frame_equal(
         pd.read_parquet(tmp_path / "probabilities.parquet").reset_index(drop=True),
+        pd.read_parquet(whole_probabilities),
+    )
+
+    # Shards arrive in any order (dsl.Collected does not promise one) and are streamed through
+    # a few rows at a time: the same files.
+    streamed = collect_predictions.collect_predictions(
+        [submission for _, submission, _ in reversed(shards)],
+        [probabilities for _, _, probabilities in reversed(shards)],
+        tmp_path / "streamed.csv",
+        tmp_path / "streamed.parquet",
+        chunk_rows=7,
+    )
+    assert streamed.rows == 60
+    assert (tmp_path / "streamed.csv").read_bytes() == (tmp_path / "submission.csv").read_bytes()
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "streamed.parquet"),
         pd.read_parquet(whole_probabilities),
     )
 
@@ -467,3 +485,33 @@ def test_only_a_download_failed_by_the_server_or_the_network_is_retried():
     assert batch_predict._transient_failure(refused)
     assert not batch_predict._transient_failure(missing)
     assert not batch_predict._transient_failure(f"{api} error code 403 != 200")
+
+
+def test_collect_puts_empty_shards_last_and_keeps_one_header(tmp_path):
+    def shard(name: str, image_ids: list[int]) -> tuple[Path, Path]:
+        probabilities = np.full((len(image_ids), 10), 0.1, dtype=np.float32)
+        frame = pd.DataFrame(probabilities, columns=[f"prob_{d}" for d in range(10)])
+        frame.insert(0, "ImageId", np.array(image_ids, dtype=np.int64))
+        frame.to_parquet(tmp_path / f"{name}.parquet", index=False)
+        labels = pd.DataFrame({"ImageId": image_ids, "Label": [1] * len(image_ids)})
+        labels.to_csv(tmp_path / f"{name}.csv", index=False)
+        return tmp_path / f"{name}.csv", tmp_path / f"{name}.parquet"
+
+    shards = [shard("empty", []), shard("later", [4, 5]), shard("first", [1, 2, 3])]
+
+    collected = collect_predictions.collect_predictions(
+        [csv for csv, _ in shards], [parquet for _, parquet in shards],
+        tmp_path / "submission.csv", tmp_path / "probabilities.parquet", chunk_rows=2,
+    )  # fmt: skip
+
+    assert collected.rows == 5
+    assert (tmp_path / "submission.csv").read_text().splitlines() == [
+        "ImageId,Label", "1,1", "2,1", "3,1", "4,1", "5,1",
+    ]  # fmt: skip
+    assert pd.read_parquet(tmp_path / "probabilities.parquet")["ImageId"].tolist() == [
+        1,
+        2,
+        3,
+        4,
+        5,
+    ]
