@@ -355,7 +355,30 @@ STEP_LABELS: dict[str, StepLabel] = {
     "evaluate baseline": StepLabel("baseline eval", _describe_evaluate),
     "register baseline": StepLabel("baseline run", _describe_register),
     "promote baseline": StepLabel("baseline gate", _describe_promote),
+    # A sweep (by display name: pipelines/stages.sweep).
+    "plan trials": StepLabel(
+        "plan trials", lambda r: f"{len(r.parameters.get('Output') or [])} trials"
+    ),
+    "train trial": StepLabel("trial", lambda r: _describe_trial(r.metadata.get("model", {}))),
+    "evaluate trial": StepLabel("trial eval", lambda r: _describe_trial_evaluation(r)),
+    "select best": StepLabel(
+        "select best",
+        lambda r: f"{r.parameters.get('best_trial', '')}, {_describe_evaluate(r)}".strip(", "),
+    ),
 }
+
+
+def _describe_trial(model: dict) -> str:
+    if model.get("status") == "failed":
+        return f"{model.get('trial', '')} failed: {model.get('error', '')}"
+    return f"{model.get('trial', '')} trained" if model else ""
+
+
+def _describe_trial_evaluation(record: TaskRecord) -> str:
+    trial = record.metadata.get("trial", {})
+    if trial.get("status") == "failed":
+        return f"{trial.get('trial', '')} failed"
+    return f"{trial.get('trial', '')}: {_describe_evaluate(record)}".strip(": ")
 
 
 @dataclass(frozen=True)
