@@ -399,13 +399,15 @@ def component(image: str):
         submission: Output[Dataset],
         probabilities: Output[Dataset],
         mlflow_run_id: str = "",
+        mlflow_timeout_s: float = 300,
     ):
         """Kaggle submission (ImageId,Label CSV) plus per-row probabilities (Parquet), one shard.
 
         Predicts with ``models:/<registered_model_name>/<champion_version>``, the version the
         promotion gate left as champion, so every shard uses the same one; ``predict_model_uri``
         overrides it (an alias there is pinned once). With ``mlflow_run_id`` (this pipeline
-        run's MLflow run), that run is tagged with the model that predicted.
+        run's MLflow run), that run is tagged with the model that predicted. Each talk with
+        MLflow retries a failing server for up to ``mlflow_timeout_s`` seconds.
         """
         from dataclasses import asdict
         from pathlib import Path
@@ -430,6 +432,7 @@ def component(image: str):
             shard_count=shard_count,
             mlflow_run_id=mlflow_run_id,
             requested_uri=requested_uri,
+            timeout_s=mlflow_timeout_s,
         )
         for artifact in (submission, probabilities):
             artifact.metadata.update(asdict(summary))

@@ -157,6 +157,7 @@ def build_pipeline(settings: ClusterSettings | None = None, for_kfp_local: bool 
                 shard_index=shard_plan.shard_index,
                 shard_count=p.predict_shards,
                 mlflow_run_id=shard_plan.mlflow_run_id,
+                mlflow_timeout_s=p.mlflow_timeout_s,
             ).set_caching_options(False)  # writes to MLflow
             use_mlflow_credentials(shard, settings)
         predictions = steps.collect_predictions(

@@ -459,3 +459,15 @@ def test_register_gets_the_schedule_time_on_a_cluster_and_the_schedule_parameter
     for name in ("schedule_name", "pipeline_version"):
         # Inside a condition a pipeline parameter arrives as "pipelinechannel--<name>".
         assert inputs[name]["componentInputParameter"] == f"pipelinechannel--{name}"
+
+
+def test_every_mlflow_task_retries_within_the_run_parameter_mlflow_timeout_s(compiled):
+    spec, platform = compiled
+    timed = {}
+    for name, _, task, _, _ in _container_tasks(spec, platform):
+        if _talks_to_mlflow(spec, task) and name != "deploy-model":  # Kubernetes sets its pace
+            timed[name] = task["inputs"]["parameters"].get("mlflow_timeout_s", {})
+    assert "batch-predict" in timed
+    for name, source in timed.items():
+        parameter = source.get("componentInputParameter", "")
+        assert parameter.endswith("mlflow_timeout_s"), (name, source)
