@@ -24,8 +24,11 @@ def register_model(
     family: ``cnn``, ``sklearn-baseline``); register a model version.
 
     A second call for the same ``record.pipeline_run_id`` finishes what the first left undone
-    and returns the same run and version. With KFP's MLflow plugin on (``KFP_MLFLOW_CONFIG``), the
-    CNN is logged into the plugin's parent run, other model families into runs nested under it.
+    and returns the same run and version. A sweep's winner (``training.json`` names its trial)
+    is logged into the sweep's run, which ``plan_trials`` opened under the same key, and the
+    trial's child run and the version are tagged with each other. With KFP's MLflow plugin on
+    (``KFP_MLFLOW_CONFIG``), the CNN is logged into the plugin's parent run, other model
+    families into runs nested under it.
     ``artifact_location`` only matters when the experiment is created (the local store).
 
     Raises:

@@ -286,7 +286,6 @@ def _weights_digest(model_uri: str, tracking_uri: str) -> str:
     return digest.hexdigest()
 
 
-@pytest.mark.slow
 def test_a_bad_spec_is_refused_before_anything_runs(tmp_path, train_csv):
     result = subprocess.run(
         [DIGITS, "run", "--data", str(train_csv), "--output-dir", str(tmp_path / "out"),
