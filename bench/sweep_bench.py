@@ -91,12 +91,13 @@ def main() -> None:
         rows = [
             (f"default recipe ({DEFAULT_RECIPE})", default_val, held_out(default_dir),
              default.seconds),
-            (f"sweep winner {best.name} {json.dumps(best.overrides, sort_keys=True)}",
-             best.val_accuracy, held_out(work / "best"), best.seconds),
+            (f"sweep winner ({best.name})", best.val_accuracy, held_out(work / "best"),
+             best.seconds),
         ]  # fmt: skip
-    print(f"{'model':<72} {'validation':>10} {'held-out':>9} {'train s':>8}")
+    print(f"{'model':<28} {'validation':>10} {'held-out':>9} {'train s':>8}")
     for name, val, test, seconds in rows:
-        print(f"{name:<72} {val:>10.4f} {test:>9.4f} {seconds:>8.1f}")
+        print(f"{name:<28} {val:>10.4f} {test:>9.4f} {seconds:>8.1f}")
+    print(f"the winner's settings: {json.dumps(best.overrides, sort_keys=True)}")
     gain = rows[1][2] - rows[0][2]
     print(
         f"held-out gain of the winner over the default: {gain:+.4f} "
