@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from digits.errors import PredictionError
+from digits.predictor import PREDICT_BATCH_SIZE
 
 SUBMISSION_COLUMNS = ["ImageId", "Label"]
 # Rows converted and scored per step: 12 MiB of float32 images. Larger chunks buy no speed (the
@@ -170,7 +171,7 @@ def batch_predict(
     tracking_uri: str,
     shard_index: int = 0,
     shard_count: int = 1,
-    batch_size: int = 512,
+    batch_size: int = PREDICT_BATCH_SIZE,
     timeout_s: float = 300,
     mlflow_run_id: str = "",
     requested_uri: str = "",

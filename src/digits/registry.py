@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from digits.predictor import Predictor
+from digits.predictor import PREDICT_BATCH_SIZE, Predictor
 
 # What MLflow answers for a registered model, version or alias that is not there (an unknown
 # alias comes back as INVALID_PARAMETER_VALUE).
@@ -25,7 +25,9 @@ def is_not_found(error: BaseException) -> bool:
     return isinstance(error, MlflowException) and error.error_code in NOT_FOUND_CODES
 
 
-def load_logged_predictor(model_uri: str, tracking_uri: str, batch_size: int = 512) -> Predictor:
+def load_logged_predictor(
+    model_uri: str, tracking_uri: str, batch_size: int = PREDICT_BATCH_SIZE
+) -> Predictor:
     """An MLflow model URI (``models:/name/3``, as batch_predict pins aliases, or ``runs:/...``).
 
     The model is downloaded through ``tracking_uri`` (also the registry) and loaded from the

@@ -51,7 +51,7 @@ import numpy as np
 
 from digits.data import IMAGE_SIDE, PIXEL_COUNT, scale_pixels
 from digits.kserve_compat import import_kserve
-from digits.predictor import Predictor
+from digits.predictor import PREDICT_BATCH_SIZE, Predictor
 from digits.registry import ModelVersionRef
 
 # kserve reads sys.argv when imported: import it through kserve_compat, before its submodules.
@@ -202,7 +202,9 @@ class ServedVersion:
     predict: Predictor
 
 
-def load_version(model_uri: str, tracking_uri: str, batch_size: int = 512) -> ServedVersion:
+def load_version(
+    model_uri: str, tracking_uri: str, batch_size: int = PREDICT_BATCH_SIZE
+) -> ServedVersion:
     """Resolve ``model_uri`` to its version now, load it, and warm it up (compiles once)."""
     from digits.registry import load_logged_predictor, resolve_version
 
