@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 # What components/batch_predict.py promises per shard, whatever the file size.
-MEMORY_BUDGET_MIB = 1536
+MEMORY_BUDGET_MIB = 1024
 SHARDS = 4
 RATIO_GOAL = 1.2
 

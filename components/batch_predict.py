@@ -8,14 +8,14 @@ never the alias again.
 
 Memory: a shard reads only the Parquet row groups that overlap its rows, one at a time, and
 scores them ``CHUNK_ROWS`` at a time, appending each chunk's results to the outputs, so its peak
-RSS does not grow with the file or the shard. Budget: **a shard's peak RSS stays under 1.5 GiB,
-whatever the file size** (``bench/predict_bench.py`` measures it on a million rows). Nearly all
-of it is TensorFlow: about 690 MiB with Keras imported and the model loaded, 960-1,020 MiB once
-it has predicted (measured for 1,024 to 8,192 rows per call; 1,180-1,290 MiB for a whole shard
-process, from run to run), so 1 GiB is out of reach with TensorFlow in the process. The data
-adds one row group as Arrow reads it (validate_data writes 32,768-row groups: 25 MiB of pixels,
-about 50 MiB of Arrow memory) and one chunk (its uint8 pixels and their float32 images: 15 MiB at
-4,096 rows, with pandas' copies). The pipeline's 4 GiB prediction pods leave room to spare.
+RSS does not grow with the file or the shard. Budget: **a shard's peak RSS stays under 1 GiB,
+whatever the file size** (``bench/predict_bench.py`` measures it). Nearly all of it is
+TensorFlow: about 690 MiB with Keras imported and the model loaded, ~880 MiB once it has
+predicted 128 images per call (``PREDICT_BATCH_SIZE``; 512 per call took ~160 MiB more for the
+same rows/s). A whole shard process peaked at 924-980 MiB on 100,000 rows. The data adds one row
+group as Arrow reads it (validate_data writes 32,768-row groups: 25 MiB of pixels, about 50 MiB
+of Arrow memory) and one chunk (its uint8 pixels and their float32 images: 15 MiB at 4,096 rows,
+with pandas' copies). The pipeline's 4 GiB prediction pods leave room to spare.
 """
 
 import re
