@@ -86,23 +86,13 @@ class RunLogger:
         self.validation = ImageSet.load(record.validation_path)
 
     def experiment(self, name: str, artifact_location: str) -> str:
-        from digits.tracking import create_once
+        from digits.tracking import experiment_once
 
-        def find():
-            experiment = self.client.get_experiment_by_name(name)
-            return experiment.experiment_id if experiment else None
-
-        return create_once(
-            self.budget,
-            find,
-            lambda: self.client.create_experiment(
-                name, artifact_location=artifact_location or None
-            ),
-        )
+        return experiment_once(self.client, self.budget, name, artifact_location)
 
     def run(self, experiment_id: str, plugin) -> str:
         """This pipeline run's MLflow run: found by tag, else created with training's start."""
-        from digits.tracking import create_once, readable_tags
+        from digits.tracking import readable_tags, run_once
 
         if plugin is not None and self.family == "cnn":
             return plugin.parent_run_id
@@ -116,25 +106,8 @@ class RunLogger:
         }
         if plugin is not None:
             tags["mlflow.parentRunId"] = plugin.parent_run_id
-
-        def find():
-            runs = self.client.search_runs(
-                [experiment_id], f"tags.`{PIPELINE_RUN_TAG}` = '{key}'", max_results=1
-            )
-            return runs[0].info.run_id if runs else None
-
-        return create_once(
-            self.budget,
-            find,
-            lambda: (
-                self.client.create_run(
-                    experiment_id,
-                    start_time=self.training["result"].get("started_at_ms"),
-                    tags=tags,
-                    run_name=self.run_name(),
-                ).info.run_id
-            ),
-        )
+        start_ms = self.training["result"].get("started_at_ms")
+        return run_once(self.client, self.budget, experiment_id, tags, self.run_name(), start_ms)
 
     def run_name(self) -> str:
         """The user's name, else the recipe and the settings that differ from it."""

@@ -85,20 +85,13 @@ class SweepTracker:
         return tracking_session(self.tracking_uri, self.budget)
 
     def experiment(self) -> str:
-        from digits.tracking import create_once
+        from digits.tracking import experiment_once
 
         if self.plugin is not None:
             return self.plugin.experiment_id
-        name, location = self.target.experiment_name, self.target.artifact_location
-
-        def find():
-            experiment = self.client.get_experiment_by_name(name)
-            return experiment.experiment_id if experiment else None
-
-        return create_once(
-            self.budget,
-            find,
-            lambda: self.client.create_experiment(name, artifact_location=location or None),
+        target = self.target
+        return experiment_once(
+            self.client, self.budget, target.experiment_name, target.artifact_location
         )
 
     def start_parent(self, experiment_id: str, space: SearchSpace, params: dict) -> str:
@@ -268,25 +261,9 @@ class SweepTracker:
         }
 
     def _create_run(self, experiment_id: str, tags: dict, name: str, start_ms) -> str:
-        from digits.tracking import create_once
+        from digits.tracking import run_once
 
-        key = tags[PIPELINE_RUN_TAG]
-
-        def find():
-            runs = self.client.search_runs(
-                [experiment_id], f"tags.`{PIPELINE_RUN_TAG}` = '{key}'", max_results=1
-            )
-            return runs[0].info.run_id if runs else None
-
-        return create_once(
-            self.budget,
-            find,
-            lambda: (
-                self.client.create_run(
-                    experiment_id, start_time=start_ms, tags=tags, run_name=name
-                ).info.run_id
-            ),
-        )
+        return run_once(self.client, self.budget, experiment_id, tags, name, start_ms)
 
     def _set_tags(self, run_id: str, tags: dict) -> None:
         from mlflow.entities import RunTag

@@ -166,6 +166,39 @@ def create_once(budget: Budget, find: Callable[[], T | None], create: Callable[[
     return retry(budget, attempt)
 
 
+def experiment_once(client, budget: Budget, name: str, artifact_location: str = "") -> str:
+    """The id of the experiment ``name``, created (with ``artifact_location``) when absent."""
+
+    def find():
+        experiment = client.get_experiment_by_name(name)
+        return experiment.experiment_id if experiment else None
+
+    return create_once(
+        budget,
+        find,
+        lambda: client.create_experiment(name, artifact_location=artifact_location or None),
+    )
+
+
+def run_once(client, budget: Budget, experiment_id: str, tags: dict, name: str, start_ms) -> str:
+    """The run tagged ``tags[PIPELINE_RUN_TAG]`` in the experiment, else one created with
+    ``tags``: a retried step finds the run its earlier attempt made instead of making another."""
+    key = tags[PIPELINE_RUN_TAG]
+
+    def find():
+        runs = client.search_runs(
+            [experiment_id], f"tags.`{PIPELINE_RUN_TAG}` = '{key}'", max_results=1
+        )
+        return runs[0].info.run_id if runs else None
+
+    def create():
+        return client.create_run(
+            experiment_id, start_time=start_ms, tags=tags, run_name=name
+        ).info.run_id
+
+    return create_once(budget, find, create)
+
+
 def git_commit() -> str | None:
     """The project's commit: baked into images as DIGITS_GIT_COMMIT, else from a git checkout."""
     commit = os.environ.get("DIGITS_GIT_COMMIT", "").strip()
