@@ -15,14 +15,14 @@ from digits.checkpoint import LATEST, STATE_FILE
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 6
+EPOCHS = 4
 
 
 def _digits_run(train_csv, test_csv, work: Path, mlflow_uri: str, experiment: str) -> list[str]:
     return [
         str(Path(sys.executable).with_name("digits")), "run",
         "--data", str(train_csv), "--predict-data", str(test_csv),
-        "--epochs", str(EPOCHS), "--batch-size", "32",
+        "--epochs", str(EPOCHS), "--batch-size", "32", "--no-baseline",
         "--checkpoint-dir", str(work / "checkpoints"),
         "--output-dir", str(work / "out"),
         "--mlflow-uri", mlflow_uri, "--experiment", experiment,
