@@ -92,8 +92,8 @@ class RunSummary:
     pipeline_root: str
     logs_dir: str
     seconds: float
-    # Seconds of each task as the report saw it (ParallelFor iterations: the last one), and of
-    # the CNN's train task: where the run's time went.
+    # Seconds of each task as the report saw it (a loop's iterations added up), and of the
+    # training tasks (the train step, or a sweep's trials): where the run's time went.
     step_seconds: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
 
@@ -268,16 +268,25 @@ def run_locally(settings: LocalRunSettings, console=None) -> RunSummary:
         pipeline_root=str(pipeline_root),
         logs_dir=str(logs_dir),
         seconds=round(time.perf_counter() - started, 1),
-        step_seconds={name: round(task.seconds, 1) for name, task in router.tasks.items()},
+        step_seconds=_seconds_by_task(router.finished),
+        # Every training task's seconds: a sweep's trials (ParallelFor iterations) add up.
         train_seconds=round(
             sum(
-                task.seconds
-                for name, task in router.tasks.items()
-                if name in identities and identities[name].function in GPU_STEPS
+                record.seconds
+                for record in router.finished
+                if record.name in identities and identities[record.name].function in GPU_STEPS
             ),
             1,
         ),
     )
+
+
+def _seconds_by_task(records) -> dict[str, float]:
+    """Seconds of each task name; the iterations of a loop under one name add up."""
+    seconds: dict[str, float] = {}
+    for record in records:
+        seconds[record.name] = seconds.get(record.name, 0.0) + record.seconds
+    return {name: round(value, 1) for name, value in seconds.items()}
 
 
 def registered_model(run_root: Path, identities: Mapping) -> tuple[Path, Path]:

@@ -65,6 +65,7 @@ class TaskLogRouter(io.TextIOBase):
         self.reporter = reporter
         self.echo = echo
         self.tasks: dict[str, TaskRecord] = {}  # the latest run of each task name
+        self.finished: list[TaskRecord] = []  # every run of every task, loop iterations too
         # ParallelFor iterations run at once under one name: they share a log file and are
         # matched to their status lines first in, first out.
         self._running: dict[str, list[TaskRecord]] = {}
@@ -162,6 +163,7 @@ class TaskLogRouter(io.TextIOBase):
         record = running.pop(0)
         record.status, record.seconds = status, time.monotonic() - record.started
         self._finished_record = record
+        self.finished.append(record)
         if status != "SUCCESS":
             self._report_finished(record)
 
