@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from digits.artifacts import Evaluation
-from digits.data import ImageSet
 
 
 def evaluate_model(model_dir: Path, validation_path: Path, report_path: Path) -> Evaluation:
@@ -12,12 +11,9 @@ def evaluate_model(model_dir: Path, validation_path: Path, report_path: Path) ->
     ``model_dir`` is a Model artifact directory; its file (model.keras or model.joblib) tells
     the model's kind, so both are scored by the same code on the same rows.
     """
-    from digits.evaluation import evaluate_probabilities
-    from digits.predictor import load_predictor
+    from digits.evaluation import evaluate_model_dir
 
-    validation = ImageSet.load(validation_path)
-    probabilities = load_predictor(model_dir)(validation.images)
-    evaluation = evaluate_probabilities(validation.labels, probabilities)
+    evaluation = evaluate_model_dir(model_dir, validation_path)
     evaluation.write(report_path)
     return evaluation
 

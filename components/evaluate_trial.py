@@ -5,7 +5,7 @@ import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from digits.data import ImageSet
+from digits.artifacts import TRAINING_FILENAME
 from digits.sweep import TRIAL_FILENAME, TRIAL_HISTORY_FILENAME, TrialRecord
 from digits.sweep_tracking import SweepRun, SweepTarget
 
@@ -34,15 +34,12 @@ def evaluate_trial(
     config = None
     if record.succeeded:
         try:
-            from digits.evaluation import evaluate_probabilities
-            from digits.predictor import load_predictor
+            from digits.evaluation import evaluate_model_dir
 
-            validation = ImageSet.load(validation_path)
-            probabilities = load_predictor(model_dir)(validation.images)
-            evaluation = evaluate_probabilities(validation.labels, probabilities)
+            evaluation = evaluate_model_dir(model_dir, validation_path)
             record.evaluation = asdict(evaluation)
             record.val_accuracy = evaluation.accuracy
-            config = json.loads((model_dir / "training.json").read_text())["config"]
+            config = json.loads((model_dir / TRAINING_FILENAME).read_text())["config"]
         except Exception as error:  # any error scoring one trial is that trial's failure
             traceback.print_exc()
             record.status, record.error = "failed", " ".join(str(error).split())[:500]

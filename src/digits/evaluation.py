@@ -34,6 +34,15 @@ def evaluate_probabilities(labels: np.ndarray, probabilities: np.ndarray) -> Eva
     )
 
 
+def evaluate_model_dir(model_dir, validation_path) -> Evaluation:
+    """Score the Model artifact in ``model_dir`` (CNN or scikit-learn) on a validation split."""
+    from digits.data import ImageSet
+    from digits.predictor import load_predictor
+
+    validation = ImageSet.load(validation_path)
+    return evaluate_probabilities(validation.labels, load_predictor(model_dir)(validation.images))
+
+
 def held_out_accuracy(submission_path, labels_path) -> float:
     """Share of submission rows whose Label matches the held-out ``ImageId,Label`` file."""
     import pandas as pd
