@@ -42,7 +42,7 @@ def evaluate_trial(
             config = json.loads((model_dir / TRAINING_FILENAME).read_text())["config"]
         except Exception as error:  # any error scoring one trial is that trial's failure
             traceback.print_exc()
-            record.status, record.error = "failed", " ".join(str(error).split())[:500]
+            record.fail(error)
     if target is not None and sweep is not None:
         from digits.sweep_tracking import SweepTracker
 

@@ -59,7 +59,7 @@ def train_trial(
         record.seconds, record.epochs_run = result.seconds, result.epochs_run
     except Exception as error:  # any error of one trial is that trial's failure
         traceback.print_exc()
-        record.status, record.error = "failed", _one_line(error)
+        record.fail(error)
         record.seconds = round(time.perf_counter() - started, 2)
         print(f"{trial_name(trial_id)} failed: {record.error}", flush=True)
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -68,11 +68,6 @@ def train_trial(
     shutil.copyfile(history_path, model_dir / TRIAL_HISTORY_FILENAME)
     record.write(model_dir / TRIAL_FILENAME)
     return record
-
-
-def _one_line(error: BaseException) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text if len(text) <= 500 else text[:497] + "..."
 
 
 def component(image: str):

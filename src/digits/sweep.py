@@ -542,6 +542,11 @@ class TrialRecord:
     def succeeded(self) -> bool:
         return self.status == "succeeded"
 
+    def fail(self, error: BaseException) -> None:
+        """Mark the trial failed, with ``error`` on one line of at most 500 characters."""
+        text = " ".join(str(error).split()) or type(error).__name__
+        self.status, self.error = "failed", text if len(text) <= 500 else text[:497] + "..."
+
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(asdict(self), indent=2))
