@@ -1,6 +1,7 @@
 """Step 6: register_model, against a real `mlflow server` on 127.0.0.1."""
 
 import json
+from pathlib import Path
 
 import pytest
 from fault_proxy import FaultProxy
@@ -156,6 +157,14 @@ def test_the_baseline_is_logged_as_the_runs_sklearn_baseline_model(
 
     loaded = mlflow.pyfunc.load_model(f"models:/{experiment_name}-model/1")
     assert loaded.metadata.model_id == logged.model_id
+    # Its requirements are named, pinned to what fitted it (not inferred in another process).
+    from importlib.metadata import version
+
+    requirements = Path(
+        mlflow.artifacts.download_artifacts(f"models:/{experiment_name}-model/1/requirements.txt")
+    ).read_text().split()
+    assert f"scikit-learn=={version('scikit-learn')}" in requirements
+    assert f"skops=={version('skops')}" in requirements
 
 
 def test_a_retried_task_returns_the_same_run_and_version(

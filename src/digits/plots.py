@@ -43,7 +43,8 @@ def training_curves_figure(history: list[dict[str, float]]) -> Figure:
                 axes.plot(epochs, values, marker=".", label=label)
         axes.set_title(name)
         axes.set_xlabel("epoch")
-        axes.legend()
+        if axes.lines:
+            axes.legend()
     rates = [record.get("learning_rate") for record in history]
     if epochs and all(rate is not None for rate in rates):
         rate_axes.plot(epochs, rates, marker=".")

@@ -447,6 +447,9 @@ def _log_sklearn_model(model_dir: Path, flavor_kwargs: dict) -> None:
         # MLflow saves with skops, which loads only the types it is told to trust: those of the
         # estimator this pipeline just fitted (scikit-learn's own, plus numpy scalars).
         skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+        # Named, so MLflow does not infer them by loading the model in a new Python process
+        # (about 10 s of every register step).
+        pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
         **flavor_kwargs,
     )
 
