@@ -152,3 +152,27 @@ def package(tmp_path_factory):
     from digits.pipelines.digits_pipeline import compile_pipeline
 
     return compile_pipeline(tmp_path_factory.mktemp("package") / "pipeline.yaml")
+
+
+# The files that take longest (`pytest --durations`, summed per file), longest first. With two
+# workers (`-n 2 --dist loadfile --no-loadscope-reorder`) they start first and alternate between
+# the workers, and the many short files fill in after, so no long file starts last and runs alone.
+LONGEST_FILES = (
+    "test_images.py",
+    "test_promotion_race.py",
+    "test_local_cache.py",
+    "test_resume.py",
+    "test_sweep_pipeline.py",
+    "test_local_pipeline.py",
+    "test_progress.py",
+    "test_run_rejects_malformed.py",
+    "test_serve.py",
+    "test_train_model.py",
+    "test_cli.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    """The longest files first, in LONGEST_FILES' order; the rest and each file's order kept."""
+    rank = {name: index for index, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
