@@ -114,6 +114,20 @@ def test_a_trial_trains_the_recipe_with_its_values_and_checkpoints_on_its_own(tr
     assert (model_dir.parents[1] / "checkpoints" / "trial-00" / "latest.json").is_file()
 
 
+def test_a_trial_stuck_at_chance_is_stopped_after_three_epochs():
+    """A dead network (measured in bench/sweep_bench.py: learning rate 9.5e-3, 11.25 % for all 14
+    epochs) fails at epoch 3 instead of spending its remaining epochs; a learning one goes on."""
+    from digits.errors import TrainingError
+    from digits.training import STALL_EPOCHS, divergence_guard
+
+    guard = divergence_guard()
+    guard.on_epoch_end(0, {"val_accuracy": 0.1075, "loss": 2.33})  # too early to judge
+    guard.on_epoch_end(STALL_EPOCHS - 1, {"val_accuracy": 0.2, "loss": 2.0})  # twice chance
+    guard.on_epoch_end(STALL_EPOCHS, {"val_accuracy": 0.1125, "loss": 2.30})  # judged once only
+    with pytest.raises(TrainingError, match=r"stalled: validation accuracy 11\.25% after 3 epochs"):
+        guard.on_epoch_end(STALL_EPOCHS - 1, {"val_accuracy": 0.1125, "loss": 2.30})
+
+
 def test_a_diverging_trial_returns_its_failure_instead_of_raising(trials):
     _, (model_dir, metadata) = trials
     record = TrialRecord.read(model_dir / TRIAL_FILENAME)

@@ -183,15 +183,27 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# A trial whose validation accuracy is still under twice chance after this many epochs has
+# stopped learning (a "dead" network: every ReLU off, the loss stuck at ln 10 = 2.30). A learning
+# CNN is far above it after one epoch, even on a few hundred rows.
+STALL_EPOCHS = 3
+STALL_ACCURACY_OVER_CHANCE = 2.0
+
+
 def divergence_guard():
-    """A Keras callback that stops a fit whose loss became NaN or infinite (a sweep's trial with
-    a learning rate too high, say), raising :class:`~digits.errors.TrainingError` at once
-    instead of finishing the epochs on a model that can no longer learn."""
+    """A Keras callback that stops a fit that can no longer learn, raising
+    :class:`~digits.errors.TrainingError` at once instead of finishing its epochs: a loss that
+    became NaN or infinite (a learning rate too high, say), or a validation accuracy still under
+    twice chance after ``STALL_EPOCHS`` epochs (the network died: measured in a sweep, a trial
+    at learning rate 9.5e-3 sat at 11.25 % for all 14 epochs)."""
     import math
 
     import keras
 
+    from digits.artifacts import CLASS_NAMES
     from digits.errors import TrainingError
+
+    stall_accuracy = STALL_ACCURACY_OVER_CHANCE / len(CLASS_NAMES)
 
     class DivergenceGuard(keras.callbacks.Callback):
         def __init__(self):
@@ -207,6 +219,16 @@ def divergence_guard():
                 raise TrainingError(
                     f"training diverged: the loss became {float(loss)} in epoch {self.epoch}; "
                     "lower the learning rate (or raise the batch size)"
+                )
+
+        def on_epoch_end(self, epoch, logs=None):
+            accuracy = (logs or {}).get("val_accuracy")
+            if epoch + 1 == STALL_EPOCHS and accuracy is not None and accuracy < stall_accuracy:
+                raise TrainingError(
+                    f"training stalled: validation accuracy {accuracy:.2%} after "
+                    f"{STALL_EPOCHS} epochs (chance is {1 / len(CLASS_NAMES):.0%}), loss "
+                    f"{(logs or {}).get('loss', float('nan')):.2f}; the network stopped "
+                    "learning: lower the learning rate or lengthen the warm-up"
                 )
 
     return DivergenceGuard()
