@@ -160,9 +160,8 @@ def test_the_baseline_is_logged_as_the_runs_sklearn_baseline_model(
     # Its requirements are named, pinned to what fitted it (not inferred in another process).
     from importlib.metadata import version
 
-    requirements = Path(
-        mlflow.artifacts.download_artifacts(f"models:/{experiment_name}-model/1/requirements.txt")
-    ).read_text().split()
+    uri = f"models:/{experiment_name}-model/1/requirements.txt"
+    requirements = Path(mlflow.artifacts.download_artifacts(uri)).read_text().split()
     assert f"scikit-learn=={version('scikit-learn')}" in requirements
     assert f"skops=={version('skops')}" in requirements
 
