@@ -29,6 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+from train_bench import _with_source_rows  # noqa: E402
+
 IDX_FILES = {
     "train_images": "package/data/train-images-idx3-ubyte",
     "train_labels": "package/data/train-labels-idx1-ubyte",
@@ -64,18 +68,20 @@ def stratified_draw(labels: np.ndarray, rows: int, seed: int = 0) -> np.ndarray:
     return np.sort(chosen)
 
 
-def split_like_the_pipeline(images: np.ndarray, labels: np.ndarray, work: Path) -> None:
-    """Write the rows as validated Parquet and split them with the pipeline's own step."""
+def split_like_the_pipeline(images: np.ndarray, labels: np.ndarray, work: Path):
+    """Write the rows as validated Parquet and split them with the pipeline's own step; returns
+    its ``SplitSummary`` (the row counts)."""
     import pandas as pd
 
     from digits.components.normalize_and_split import normalize_and_split
-    from digits.data import PIXEL_COLUMNS, SOURCE_ROW_COLUMN
+    from digits.data import LABEL_COLUMN, PIXEL_COLUMNS
 
     frame = pd.DataFrame(images.reshape(len(images), -1), columns=PIXEL_COLUMNS)
-    frame.insert(0, "label", labels)
-    frame.insert(0, SOURCE_ROW_COLUMN, np.arange(1, len(frame) + 1))
-    frame.to_parquet(work / "valid.parquet")
-    normalize_and_split(work / "valid.parquet", work / "train.npz", work / "validation.npz", 0.1, 2)
+    frame.insert(0, LABEL_COLUMN, labels)
+    _with_source_rows(frame).to_parquet(work / "valid.parquet")
+    return normalize_and_split(
+        work / "valid.parquet", work / "train.npz", work / "validation.npz", 0.1, 2
+    )
 
 
 def main() -> None:
@@ -88,11 +94,11 @@ def main() -> None:
 
     from digits.components.train_model import train_model
     from digits.config import DEFAULT_RECIPE, resolve_recipe
-    from digits.data import ImageSet
+    from digits.data import scale_pixels
     from digits.predictor import load_predictor
 
     mnist = load_mnist(args.tarball)
-    test_images = (mnist["test_images"].astype(np.float32) / 255)[..., None]
+    test_images = scale_pixels(mnist["test_images"])[..., None]
     base = resolve_recipe(DEFAULT_RECIPE)
     # Below the default's 14: the same optimizer steps as 14 epochs of the 7,200-row sample
     # (about 2 at 60,000 rows) and a middle value; above it at the sample's size.
@@ -106,15 +112,14 @@ def main() -> None:
         chosen_rows = stratified_draw(mnist["train_labels"], size)
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            split_like_the_pipeline(
+            split = split_like_the_pipeline(
                 mnist["train_images"][chosen_rows], mnist["train_labels"][chosen_rows], work
             )
-            train_rows = len(ImageSet.load(work / "train.npz"))
-            validation_rows = len(ImageSet.load(work / "validation.npz"))
+            train_rows, validation_rows = split.train_rows, split.validation_rows
             variants = []
             for epochs in counts:
                 started = time.perf_counter()
-                result = train_model(
+                train_model(
                     work / "train.npz", work / "validation.npz", work / f"model-{epochs}",
                     work / f"history-{epochs}.json", replace(base, epochs=epochs),
                     recipe=DEFAULT_RECIPE,
@@ -128,7 +133,6 @@ def main() -> None:
                     "validation_curve": [r["val_accuracy"] for r in history],
                     "model_dir": str(work / f"model-{epochs}"),
                 }  # fmt: skip
-                del result
                 print(
                     f"SIZE {size:>6} ({train_rows} train / {validation_rows} validation)  "
                     f"epochs {epochs:>2}  train {variant['train_seconds']:6.0f} s  validation "
