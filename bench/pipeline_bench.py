@@ -1,6 +1,6 @@
 """Where a `digits run` spends its time: each step's seconds and share, and wall / train.
 
-    .venv/bin/python bench/pipeline_bench.py               # README run, then 42,000 rows
+    .venv/bin/python bench/pipeline_bench.py               # README run, timed imports, 42,000 rows
     .venv/bin/python bench/pipeline_bench.py --sizes readme --no-import-floor
 
 Runs of the real `digits run` (kfp.local, one process per task, the embedded MLflow store),
@@ -20,8 +20,9 @@ each into its own folder:
   slows them slightly, so that floor is a little high; it is printed beside this run's own ratio.
 
 Goals (issue "A run whose time goes to training"): README run wall <= 1.25 x the train step;
-at 42,000 rows no step besides training over 10 % of the train step's seconds. Parallel branches
-overlap, so the shares of the wall time do not add up to 100 %.
+at 42,000 rows no step besides training over 10 % of the train step's seconds. kfp.local runs
+one task at a time, so the steps add up to the wall time (on a cluster, parallel branches
+overlap).
 """
 
 from __future__ import annotations
