@@ -114,8 +114,8 @@ def imports_of(log: Path) -> dict[str, float]:
     return seconds
 
 
-def report_imports(summary: dict) -> float:
-    """Print each step's seconds beside its import seconds; return the import floor of
+def report_imports(summary: dict) -> None:
+    """Print each step's seconds beside its import seconds, and the import floor of
     wall / train: (train + the other steps' imports) / train."""
     wall, train = summary["seconds"], summary["train_seconds"]
     logs = Path(summary["logs_dir"])
@@ -147,7 +147,6 @@ def report_imports(summary: dict) -> float:
         f"  import floor of wall / train: (train + their imports) / train = {floor:.2f}"
         f" (goal <= {WALL_OVER_TRAIN_GOAL}); this run {wall / train:.2f}"
     )
-    return floor
 
 
 def report(name: str, summary: dict) -> bool:
